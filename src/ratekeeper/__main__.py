@@ -1,0 +1,3 @@
+from ratekeeper.cli import main
+
+raise SystemExit(main())

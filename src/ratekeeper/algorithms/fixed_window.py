@@ -1,0 +1,36 @@
+"""Fixed window: windows ``[k*P, (k+1)*P)`` aligned on the clock; a hit passes iff
+``count + cost <= amount``. State: ``(k, count)``."""
+
+from __future__ import annotations
+
+from ratekeeper.algorithms.base import EPS_TIME, INF, Algorithm, State
+from ratekeeper.decision import Decision
+from ratekeeper.limits import Limit
+
+
+class FixedWindow(Algorithm):
+    name = "fixed_window"
+
+    def apply(self, state: State, now: float, cost: float, limit: Limit) -> tuple[State, Decision]:
+        per = limit.per
+        amount = limit.amount
+        k = int((now + EPS_TIME) // per)
+        count = 0.0
+        if state is not None:
+            if state[0] == k:
+                count = state[1]
+            elif state[0] > k:  # the clock stepped back: stay in the newer window
+                k, count = state
+        end = (k + 1) * per - now
+        if count + cost <= amount:
+            count += cost
+            return (k, count), Decision(
+                True, amount, int(amount - count + 1e-9), end if count else 0.0, 0.0, 0.0, limit
+            )
+        retry = INF if cost > amount else end
+        return state, Decision(
+            False, amount, int(amount - count + 1e-9), end if count else 0.0, retry, 0.0, limit
+        )
+
+    def horizon(self, limit: Limit) -> float:
+        return limit.per

@@ -1,0 +1,67 @@
+"""Sliding window counter: ``estimate = previous * (1 - elapsed/P) + current``; a hit passes iff
+``estimate + cost <= amount``. State: ``(k, previous, current)`` with k the window index."""
+
+from __future__ import annotations
+
+from ratekeeper.algorithms.base import EPS_TIME, INF, Algorithm, State
+from ratekeeper.decision import Decision
+from ratekeeper.limits import Limit
+
+
+class SlidingWindow(Algorithm):
+    name = "sliding_window"
+
+    def apply(self, state: State, now: float, cost: float, limit: Limit) -> tuple[State, Decision]:
+        per = limit.per
+        amount = limit.amount
+        t = now + EPS_TIME
+        k = int(t // per)
+        prev = cur = 0.0
+        if state is not None:
+            sk, sprev, scur = state
+            if sk == k:
+                prev, cur = sprev, scur
+            elif sk == k - 1:
+                prev = scur
+            elif sk > k:  # the clock stepped back: keep the newer windows, weight them fully
+                k, prev, cur = state
+        start = k * per
+        elapsed = min(max(t - start, 0.0), per)
+        estimate = prev * (1.0 - elapsed / per) + cur
+        if estimate + cost <= amount + 1e-9:
+            cur += cost
+            return (k, prev, cur), Decision(
+                True,
+                amount,
+                max(int(amount - estimate - cost + 1e-9), 0),
+                _reset_after(start, per, now, prev, cur),
+                0.0,
+                0.0,
+                limit,
+            )
+        if cost > amount:
+            retry = INF
+        elif cur + cost <= amount:  # wait in this window until the previous one has decayed
+            retry = start + per * (1.0 - (amount - cur - cost) / prev) - now
+        else:  # wait into the next window, where the current count decays
+            retry = start + per + per * (1.0 - (amount - cost) / cur) - now
+        return state, Decision(
+            False,
+            amount,
+            max(int(amount - estimate + 1e-9), 0),
+            _reset_after(start, per, now, prev, cur),
+            max(retry, 0.0),
+            0.0,
+            limit,
+        )
+
+    def horizon(self, limit: Limit) -> float:
+        return 2 * limit.per
+
+
+def _reset_after(start: float, per: float, now: float, prev: float, cur: float) -> float:
+    """Seconds until the estimate decays to zero: the current count weighs until the end of the
+    next window, the previous one until the end of this window."""
+    if cur:
+        return start + 2 * per - now
+    return start + per - now if prev else 0.0

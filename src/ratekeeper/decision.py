@@ -1,0 +1,153 @@
+"""`Decision`: what a limiter answers for one request, and the HTTP headers it implies."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ratekeeper.limits import Limit
+
+__all__ = ["Decision", "combine"]
+
+INF = math.inf
+
+
+class Decision:
+    """The answer for one request.
+
+    ``allowed``; ``limit`` (units per period of the binding limit); ``remaining`` (units that could
+    be consumed right now, after this request); ``reset_after`` (seconds until fully replenished);
+    ``retry_after`` (seconds until a request of this cost could pass, 0 when allowed, ``inf`` when
+    the cost exceeds the capacity); ``delay`` (leaky bucket: seconds to wait before proceeding);
+    ``policy`` (the binding `Limit`); ``fallback`` (True when the store was unreachable and the
+    limiter answered by its ``on_store_error`` policy); ``details`` (one decision per limit when
+    several limits applied, in the order configured).
+
+    A plain slotted class rather than a frozen dataclass: it is built on every request and a
+    frozen dataclass's ``__init__`` costs several times more. Treat it as a value.
+    """
+
+    __slots__ = (
+        "allowed",
+        "delay",
+        "details",
+        "fallback",
+        "limit",
+        "policy",
+        "remaining",
+        "reset_after",
+        "retry_after",
+    )
+
+    def __init__(
+        self,
+        allowed: bool,
+        limit: int,
+        remaining: int,
+        reset_after: float,
+        retry_after: float,
+        delay: float,
+        policy: Limit,
+        fallback: bool = False,
+        details: tuple[Decision, ...] = (),
+    ) -> None:
+        self.allowed = allowed
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_after = reset_after
+        self.retry_after = retry_after
+        self.delay = delay
+        self.policy = policy
+        self.fallback = fallback
+        self.details = details
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        extra = ", fallback=True" if self.fallback else ""
+        return (
+            f"Decision(allowed={self.allowed}, limit={self.limit}, remaining={self.remaining}, "
+            f"reset_after={self.reset_after:.3f}, retry_after={self.retry_after:.3f}, "
+            f"delay={self.delay:.3f}, policy={self.policy}{extra})"
+        )
+
+    @property
+    def per_limit(self) -> tuple[Decision, ...]:
+        """One decision per limit that applied (just this one for a single limit)."""
+        return self.details or (self,)
+
+    def headers(self) -> dict[str, str]:
+        """IETF ``RateLimit``/``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers-10),
+        ``X-RateLimit-Limit/Remaining/Reset`` and, on denial, ``Retry-After``.
+
+        ``t`` and ``X-RateLimit-Reset`` are whole seconds, rounded up: until full replenishment,
+        or, for a limit that denies, until this request could pass. ``Retry-After`` is
+        ``ceil(retry_after)``, never earlier than that ``t``; it is left out when the cost can
+        never pass (``retry_after`` is infinite).
+        """
+        items = self.per_limit
+        policies = ", ".join(
+            f'"{d.policy.name}";q={d.policy.amount};w={_secs(d.policy.per)}' for d in items
+        )
+        states = ", ".join(f'"{d.policy.name}";r={d.remaining};t={_t(d)}' for d in items)
+        headers = {
+            "RateLimit-Policy": policies,
+            "RateLimit": states,
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(_t(self)),
+        }
+        if not self.allowed and self.retry_after != INF:
+            headers["Retry-After"] = str(_ceil(self.retry_after))
+        return headers
+
+
+def _secs(value: float) -> int:
+    return _ceil(value)
+
+
+def _ceil(value: float) -> int:
+    # Tolerate float noise: 0.6000000000000001 s is 1 s, 2.0000000000004 s is 2 s.
+    return max(0, math.ceil(round(value, 6)))
+
+
+def _t(d: Decision) -> int:
+    if not d.allowed and d.retry_after != INF:
+        return _ceil(d.retry_after)
+    return _ceil(d.reset_after)
+
+
+def combine(decisions: Sequence[Decision]) -> Decision:
+    """Merge the decisions of several limits applied to one request (all-or-nothing).
+
+    Allowed only if every limit allowed. The binding limit is the denying one that frees last
+    (largest ``retry_after``) on denial, else the one with least remaining.
+    """
+    if len(decisions) == 1:
+        return decisions[0]
+    denied = [d for d in decisions if not d.allowed]
+    if denied:
+        binding = max(denied, key=lambda d: d.retry_after)
+        delay = 0.0
+    else:
+        binding = min(decisions, key=lambda d: d.remaining)
+        delay = max(d.delay for d in decisions)
+    return Decision(
+        not denied,
+        binding.limit,
+        binding.remaining,
+        max(d.reset_after for d in decisions),
+        binding.retry_after,
+        delay,
+        binding.policy,
+        False,
+        tuple(decisions),
+    )

@@ -1,0 +1,41 @@
+"""The exceptions ratekeeper raises."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ratekeeper.decision import Decision
+
+__all__ = ["ConfigError", "RateLimitExceeded", "RateLimitTimeout", "StoreUnavailable"]
+
+
+class ConfigError(ValueError):
+    """A limit, algorithm, store URL or option is wrong; raised at configuration time."""
+
+
+class RateLimitExceeded(Exception):
+    """A request was denied; ``decision`` holds the denied :class:`Decision`."""
+
+    def __init__(self, decision: Decision, message: str | None = None) -> None:
+        self.decision = decision
+        if message is None:
+            if decision.retry_after == float("inf"):
+                message = (
+                    f"rate limit {decision.policy} exceeded: this cost is larger than the "
+                    "capacity and can never pass"
+                )
+            else:
+                message = (
+                    f"rate limit {decision.policy} exceeded; retry after "
+                    f"{decision.retry_after:.3f}s"
+                )
+        super().__init__(message)
+
+
+class RateLimitTimeout(RateLimitExceeded, TimeoutError):
+    """``acquire(timeout=...)`` could not get a slot in time; ``decision`` is the last denial."""
+
+
+class StoreUnavailable(ConnectionError):
+    """The store cannot be reached (connection refused, timed out, authentication failed...)."""

@@ -1,0 +1,97 @@
+"""The interface every store implements, sync and async, and the `Rule` it is handed.
+
+A store does I/O only: it keeps one state per (rule part, key) and runs the algorithm's math
+atomically, in-process (memory), in Lua (Redis), in SQL (PostgreSQL) or in a compare-and-swap loop
+(NATS). ``now`` is the limiter's clock reading; stores with a server clock ignore it unless they
+were built to trust the caller's clock.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ratekeeper.algorithms import Algorithm, get_algorithm
+from ratekeeper.decision import Decision
+from ratekeeper.limits import Limit
+
+__all__ = ["AsyncStore", "Rule", "Store"]
+
+
+class Rule:
+    """What one limiter enforces: an algorithm over one or more limits.
+
+    ``parts`` names each limit's state independently of the user key, e.g.
+    ``"token_bucket:100-per-60s"``: two limiters with the same algorithm and limit on one store
+    share that limit's budget for a key.
+    """
+
+    __slots__ = ("algorithm", "limits", "parts")
+
+    def __init__(self, algorithm: str | Algorithm, limits: tuple[Limit, ...]) -> None:
+        self.algorithm = get_algorithm(algorithm)
+        self.limits = limits
+        self.parts = tuple(f"{self.algorithm.name}:{limit.name}" for limit in limits)
+
+    def __repr__(self) -> str:
+        return f"Rule({self.algorithm.name}, {'; '.join(map(str, self.limits))})"
+
+
+LEASE_PART = "concurrency"
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A synchronous store."""
+
+    def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        """Apply a request of ``cost`` to every limit of ``rule`` for ``key``, all-or-nothing."""
+        ...
+
+    def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        """What :meth:`hit` would answer now, changing nothing."""
+        ...
+
+    def reset(self, key: str, rule: Rule) -> None:
+        """Forget ``key``'s state for every limit of ``rule`` (and its leases)."""
+        ...
+
+    def acquire_lease(self, key: str, lease_id: str, limit: int, ttl: float, now: float) -> float:
+        """Take one of ``limit`` concurrency slots of ``key`` for ``ttl`` seconds.
+
+        Returns 0.0 when granted, else a hint of how long to wait (seconds until the earliest
+        lease expires).
+        """
+        ...
+
+    def release_lease(self, key: str, lease_id: str, now: float) -> None:
+        """Give a concurrency slot back."""
+        ...
+
+    def ping(self) -> None:
+        """Health check: return when the store answers, raise `StoreUnavailable` when not."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store cannot be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """The asyncio twin of :class:`Store`: the same methods, as coroutines."""
+
+    async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision: ...
+
+    async def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision: ...
+
+    async def reset(self, key: str, rule: Rule) -> None: ...
+
+    async def acquire_lease(
+        self, key: str, lease_id: str, limit: int, ttl: float, now: float
+    ) -> float: ...
+
+    async def release_lease(self, key: str, lease_id: str, now: float) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

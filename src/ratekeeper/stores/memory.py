@@ -1,0 +1,179 @@
+"""The in-process store: a dict, a lock and a call into the pure algorithms.
+
+Memory stays bounded without a background thread: each (algorithm, limit) table keeps two
+generations of keys. Every ``horizon`` seconds (the longest an untouched state can take to be fully
+replenished) the young generation becomes the old one and the old one is dropped: a key left there
+was last written more than one horizon ago, so its state is indistinguishable from a new key's.
+Each operation is O(1) (the sliding log: O(entries of that key)).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ratekeeper.algorithms import State, evaluate
+from ratekeeper.algorithms.concurrency import acquire_lease, release_lease
+from ratekeeper.decision import Decision
+from ratekeeper.stores.base import Rule
+
+__all__ = ["AsyncMemoryStore", "MemoryStore"]
+
+_MISSING: Any = object()
+
+
+class _Table:
+    """The states of one rule part, in two generations."""
+
+    __slots__ = ("horizon", "old", "rotated_at", "young")
+
+    def __init__(self, horizon: float) -> None:
+        self.horizon = horizon
+        self.young: dict[str, State] = {}
+        self.old: dict[str, State] = {}
+        self.rotated_at: float | None = None
+
+    def get(self, key: str, now: float) -> State:
+        if self.rotated_at is None:
+            self.rotated_at = now
+        elif now - self.rotated_at >= self.horizon:
+            self.old = self.young
+            self.young = {}
+            self.rotated_at = now
+        state = self.young.get(key, _MISSING)
+        if state is _MISSING:
+            return self.old.get(key)
+        return state
+
+    def put(self, key: str, state: State) -> None:
+        if state is None:
+            self.young.pop(key, None)
+            self.old.pop(key, None)
+        else:
+            self.young[key] = state
+
+    def discard(self, key: str) -> None:
+        self.young.pop(key, None)
+        self.old.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self.young.keys() | self.old.keys())
+
+
+class MemoryStore:
+    """Thread-safe in-memory store (``memory://``). Safe under asyncio: no call ever waits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tables: dict[str, _Table] = {}
+        self._by_rule: dict[tuple[str, ...], list[_Table]] = {}
+        self._leases = _Table(0.0)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryStore:
+        return cls(**options)
+
+    def _tables_of(self, rule: Rule) -> list[_Table]:
+        tables = self._by_rule.get(rule.parts)
+        if tables is None:
+            algorithm = rule.algorithm
+            tables = []
+            for part, limit in zip(rule.parts, rule.limits, strict=True):
+                table = self._tables.get(part)
+                if table is None:
+                    table = self._tables[part] = _Table(algorithm.horizon(limit))
+                tables.append(table)
+            self._by_rule[rule.parts] = tables
+        return tables
+
+    def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        with self._lock:
+            tables = self._tables_of(rule)
+            if len(tables) == 1:  # the common case, without the multi-limit bookkeeping
+                table = tables[0]
+                state = table.get(key, now)
+                new, decision = rule.algorithm.apply(state, now, cost, rule.limits[0])
+                if new is not state:
+                    table.put(key, new)
+                return decision
+            states = [table.get(key, now) for table in tables]
+            news, decision = evaluate(rule.algorithm, rule.limits, states, now, cost)
+            if news is not None:
+                for table, new in zip(tables, news, strict=True):
+                    table.put(key, new)
+            return decision
+
+    def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        with self._lock:
+            states = [table.get(key, now) for table in self._tables_of(rule)]
+            return evaluate(rule.algorithm, rule.limits, states, now, cost)[1]
+
+    def reset(self, key: str, rule: Rule) -> None:
+        with self._lock:
+            for table in self._tables_of(rule):
+                table.discard(key)
+            self._leases.discard(key)
+
+    def acquire_lease(self, key: str, lease_id: str, limit: int, ttl: float, now: float) -> float:
+        with self._lock:
+            leases = self._leases
+            leases.horizon = max(leases.horizon, ttl)
+            new, wait = acquire_lease(leases.get(key, now), now, lease_id, limit, ttl)
+            if not wait:
+                leases.put(key, new)
+            return wait
+
+    def release_lease(self, key: str, lease_id: str, now: float) -> None:
+        with self._lock:
+            self._leases.put(key, release_lease(self._leases.get(key, now), now, lease_id))
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._tables.clear()
+            self._by_rule.clear()
+            self._leases = _Table(0.0)
+
+    def __len__(self) -> int:
+        """How many (rule part, key) states are held, leases included."""
+        with self._lock:
+            return sum(len(table) for table in self._tables.values()) + len(self._leases)
+
+
+class AsyncMemoryStore:
+    """The asyncio face of a :class:`MemoryStore` (pass one to share state with sync code)."""
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.sync = store if store is not None else MemoryStore()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncMemoryStore:
+        return cls(MemoryStore(**options))
+
+    async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return self.sync.hit(key, rule, cost, now)
+
+    async def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return self.sync.peek(key, rule, cost, now)
+
+    async def reset(self, key: str, rule: Rule) -> None:
+        self.sync.reset(key, rule)
+
+    async def acquire_lease(
+        self, key: str, lease_id: str, limit: int, ttl: float, now: float
+    ) -> float:
+        return self.sync.acquire_lease(key, lease_id, limit, ttl, now)
+
+    async def release_lease(self, key: str, lease_id: str, now: float) -> None:
+        self.sync.release_lease(key, lease_id, now)
+
+    async def ping(self) -> None:
+        self.sync.ping()
+
+    async def close(self) -> None:
+        self.sync.close()
+
+    def __len__(self) -> int:
+        return len(self.sync)
