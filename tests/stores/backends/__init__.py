@@ -1,0 +1,35 @@
+"""The stores the conformance suite runs against.
+
+Each module of this package defines ``BACKENDS: list[Backend]``. A backend builds fresh stores
+that trust the caller's clock (the ``now`` the limiter passes), so that one trace driven by a
+FakeClock can be replayed on every store and compared with the pure reference. A backend whose
+server is missing fails its tests; it never skips.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ratekeeper.stores import AsyncStore, Store
+
+
+@dataclass
+class Backend:
+    name: str
+    make_sync: Callable[[], Store]
+    make_async: Callable[[], AsyncStore]  # called inside the running event loop
+    marks: tuple[Any, ...] = field(default=())
+    # Whether several OS processes can share one store (true for any server-backed store).
+    shared_between_processes: bool = True
+
+
+def all_backends() -> list[Backend]:
+    found: list[Backend] = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found.extend(module.BACKENDS)
+    return found

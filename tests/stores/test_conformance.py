@@ -1,0 +1,186 @@
+"""One behavioural suite for every store: traces replayed against the pure reference (the memory
+store under the same FakeClock) must give the same decisions, field by field."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+
+import pytest
+
+from ratekeeper import AsyncRateLimiter, Limit, RateLimiter
+from ratekeeper.algorithms import ALGORITHMS
+from ratekeeper.decision import Decision
+from ratekeeper.stores.memory import MemoryStore
+from ratekeeper.testing import FakeClock
+
+LIMIT_SETS = {
+    "single": [Limit(5, per=2)],
+    "burst": [Limit(4, per=1, burst=6)],
+    "multi": [Limit(3, per=1), Limit(7, per=10)],
+}
+
+
+def key() -> str:
+    return f"conf:{uuid.uuid4().hex}"
+
+
+def trace(seed: int, steps: int = 60) -> list[tuple[float, float]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(steps):
+        advance = rng.choice([0.0, 0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 1.7, 3.0])
+        cost = rng.choice([1, 1, 1, 2, 0, 3, 0.5, 9])
+        out.append((advance, cost))
+    return out
+
+
+def assert_same(got: Decision, want: Decision, where: str) -> None:
+    assert (got.allowed, got.limit, got.remaining, got.policy) == (
+        want.allowed,
+        want.limit,
+        want.remaining,
+        want.policy,
+    ), f"{where}: {got!r} != {want!r}"
+    for name in ("retry_after", "reset_after", "delay"):
+        assert getattr(got, name) == pytest.approx(getattr(want, name), abs=1e-6), (
+            f"{where}: {name} {got!r} != {want!r}"
+        )
+    assert len(got.details) == len(want.details), where
+
+
+@pytest.mark.parametrize("limits", LIMIT_SETS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_trace_matches_reference(store, algorithm, limits):
+    clock = FakeClock(1_000_000.0)
+    subject = RateLimiter(LIMIT_SETS[limits], algorithm=algorithm, store=store, clock=clock)
+    reference = RateLimiter(
+        LIMIT_SETS[limits], algorithm=algorithm, store=MemoryStore(), clock=clock
+    )
+    k = key()
+    for i, (advance, cost) in enumerate(trace(hash((algorithm, limits)) % 1000)):
+        clock.advance(advance)
+        if i % 7 == 3:
+            assert_same(subject.peek(k, cost), reference.peek(k, cost), f"peek {i}")
+        assert_same(subject.hit(k, cost), reference.hit(k, cost), f"step {i} cost {cost}")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_async_trace_matches_reference(async_store, algorithm):
+    clock = FakeClock(1_000_000.0)
+    limits = LIMIT_SETS["multi"]
+    subject = AsyncRateLimiter(limits, algorithm=algorithm, store=async_store, clock=clock)
+    reference = RateLimiter(limits, algorithm=algorithm, clock=clock)
+    k = key()
+    for i, (advance, cost) in enumerate(trace(7, steps=30)):
+        clock.advance(advance)
+        assert_same(await subject.hit(k, cost), reference.hit(k, cost), f"step {i}")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_peek_changes_nothing(store, algorithm):
+    clock = FakeClock()
+    limiter = RateLimiter("3/second", algorithm=algorithm, store=store, clock=clock)
+    k = key()
+    limiter.hit(k)
+    before = limiter.peek(k)
+    for _ in range(10):
+        assert limiter.peek(k) == before
+    assert before.allowed and before.remaining == 1
+    assert [limiter.hit(k).allowed for _ in range(3)] == [True, True, False]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_multi_limit_all_or_nothing(store, algorithm):
+    clock = FakeClock()
+    limiter = RateLimiter("2/second;3/minute", algorithm=algorithm, store=store, clock=clock)
+    k = key()
+    assert [limiter.hit(k).allowed for _ in range(3)] == [True, True, False]
+    denied = limiter.hit(k)
+    assert denied.policy == Limit(2, per=1)
+    # the denial consumed nothing from the minute limit: one more fits two seconds later
+    clock.advance(2)
+    assert limiter.hit(k).allowed
+    clock.advance(2)
+    denied = limiter.hit(k)
+    assert not denied.allowed and denied.policy == Limit(3, per=60)
+    assert [d.policy for d in denied.details] == [Limit(2, per=1), Limit(3, per=60)]
+
+
+def test_reset_and_key_isolation(store):
+    clock = FakeClock()
+    limiter = RateLimiter("1/minute", store=store, clock=clock)
+    base = key()
+    odd_keys = [base, base + ":", base + "{x}", base + " é ☃", base + "\x00", base + "*" * 5000]
+    for k in odd_keys:
+        assert limiter.hit(k).allowed, k
+    for k in odd_keys:
+        assert not limiter.hit(k).allowed, k
+    limiter.reset(odd_keys[0])
+    assert limiter.hit(odd_keys[0]).allowed
+    assert not limiter.hit(odd_keys[1]).allowed
+
+
+def test_same_limit_shares_budget_across_limiters(store):
+    clock = FakeClock()
+    a = RateLimiter("2/minute", store=store, clock=clock)
+    b = RateLimiter("2/minute", store=store, clock=clock)
+    other = RateLimiter("2/minute", algorithm="fixed_window", store=store, clock=clock)
+    k = key()
+    assert a.hit(k).allowed and b.hit(k).allowed
+    assert not a.hit(k).allowed
+    assert other.hit(k).allowed  # another algorithm keeps its own state
+
+
+def test_leases(store):
+    clock = FakeClock()
+    k = key()
+    assert store.acquire_lease(k, "a", 2, 30, clock()) == 0
+    assert store.acquire_lease(k, "b", 2, 30, clock()) == 0
+    wait = store.acquire_lease(k, "c", 2, 30, clock())
+    assert wait == pytest.approx(30)
+    store.release_lease(k, "a", clock())
+    assert store.acquire_lease(k, "c", 2, 30, clock()) == 0
+    clock.advance(10)
+    assert store.acquire_lease(k, "d", 2, 30, clock()) == pytest.approx(20)
+    clock.advance(20)  # a, b's lease ran out: a crashed holder frees its slot
+    assert store.acquire_lease(k, "d", 2, 30, clock()) == 0
+
+
+def test_concurrency_cap_through_limiter(store):
+    clock = FakeClock()
+    limiter = RateLimiter("100/second", store=store, clock=clock, max_concurrent=1, lease_ttl=5)
+    k = key()
+    with limiter.acquire(k):
+        assert store.acquire_lease(k, "probe", 1, 5, clock()) > 0
+    assert store.acquire_lease(k, "probe", 1, 5, clock()) == 0
+
+
+def test_threads_admit_exactly_the_limit(store):
+    limiter = RateLimiter("200/hour", store=store)
+    k = key()
+    admitted = []
+
+    def worker() -> None:
+        admitted.append(sum(limiter.hit(k).allowed for _ in range(100)))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(admitted) == 200
+
+
+async def test_async_tasks_admit_exactly_the_limit(async_store):
+    import asyncio
+
+    limiter = AsyncRateLimiter("150/hour", store=async_store)
+    k = key()
+    results = await asyncio.gather(*(limiter.hit(k) for _ in range(400)))
+    assert sum(d.allowed for d in results) == 150
+
+
+def test_health_check(store):
+    store.ping()
