@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ratekeeper.limits import Limit
 
-__all__ = ["Decision", "combine"]
+__all__ = ["Decision", "combine", "from_rows"]
 
 INF = math.inf
 
@@ -151,3 +151,25 @@ def combine(decisions: Sequence[Decision]) -> Decision:
         False,
         tuple(decisions),
     )
+
+
+def from_rows(
+    limits: Sequence[Limit], rows: Sequence[Sequence[float]], fallback: bool = False
+) -> Decision:
+    """Build the decision of a server-side evaluation (Lua, SQL): one row per limit, in the
+    rule's order, of ``(allowed, remaining, reset_after, retry_after, delay)``; the rows of a
+    denial describe each limit without this request's cost, as :func:`evaluate` does."""
+    decisions = [
+        Decision(
+            bool(row[0]),
+            limit.amount,
+            int(row[1]),
+            float(row[2]),
+            float(row[3]),
+            float(row[4]),
+            limit,
+            fallback,
+        )
+        for limit, row in zip(limits, rows, strict=True)
+    ]
+    return combine(decisions)

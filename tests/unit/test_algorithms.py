@@ -27,7 +27,7 @@ def test_default_is_token_bucket():
 
 
 def test_unknown_algorithm():
-    with pytest.raises(ConfigError, match="'token-bucket'.*token_bucket"):
+    with pytest.raises(ConfigError, match=r"'token-bucket'.*token_bucket"):
         RateLimiter("1/second", algorithm="token-bucket")
 
 
