@@ -14,6 +14,7 @@ import numbers
 import time
 import uuid
 from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, TypeAlias
 
@@ -87,7 +88,7 @@ class _LimiterCore:
         """The slow path of argument checking: a clear error, or the normalized cost."""
         if not isinstance(key, str):
             raise ValueError(f"key must be a str, got {type(key).__name__}: {key!r}")
-        if isinstance(cost, bool) or not isinstance(cost, numbers.Real):
+        if isinstance(cost, bool) or not isinstance(cost, numbers.Real | Decimal):
             raise ValueError(f"cost must be a number, got {type(cost).__name__}: {cost!r}")
         value = float(cost)
         if not math.isfinite(value) or value < 0:
@@ -196,7 +197,7 @@ class RateLimiter(_LimiterCore):
 
     def hit(self, key: str, cost: float = 1) -> Decision:
         """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial."""
-        if type(key) is not str or type(cost) not in _FAST_COSTS or cost < 0:
+        if type(key) is not str or type(cost) not in _FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
         try:
             return self.store.hit(key, self.rule, cost, self.clock())
@@ -309,7 +310,7 @@ class AsyncRateLimiter(_LimiterCore):
 
     async def hit(self, key: str, cost: float = 1) -> Decision:
         """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial."""
-        if type(key) is not str or type(cost) not in _FAST_COSTS or cost < 0:
+        if type(key) is not str or type(cost) not in _FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
         try:
             return await self.store.hit(key, self.rule, cost, self.clock())

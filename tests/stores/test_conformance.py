@@ -158,7 +158,7 @@ def test_concurrency_cap_through_limiter(store):
 
 
 def test_threads_admit_exactly_the_limit(store):
-    limiter = RateLimiter("200/hour", store=store)
+    limiter = RateLimiter("200/day", store=store)
     k = key()
     admitted = []
 
@@ -176,7 +176,7 @@ def test_threads_admit_exactly_the_limit(store):
 async def test_async_tasks_admit_exactly_the_limit(async_store):
     import asyncio
 
-    limiter = AsyncRateLimiter("150/hour", store=async_store)
+    limiter = AsyncRateLimiter("150/day", store=async_store)
     k = key()
     results = await asyncio.gather(*(limiter.hit(k) for _ in range(400)))
     assert sum(d.allowed for d in results) == 150
