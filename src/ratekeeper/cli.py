@@ -19,10 +19,13 @@ def demo(out: object = None) -> None:
         clock = FakeClock()
         limiter = RateLimiter("5/second", algorithm=name, clock=clock)
         marks = []
+        delays = []
         last = None
         for _ in range(7):
             last = limiter.hit("demo")
             marks.append("✓" if last.allowed else "✗")
+            if last.allowed:
+                delays.append(f"{last.delay:g}")
         assert last is not None
         denial = last
         clock.advance(denial.retry_after)
@@ -32,7 +35,7 @@ def demo(out: object = None) -> None:
             f"  → after waiting it: {'allowed' if after.allowed else 'denied'}"
         )
         if name == "leaky_bucket":
-            line += "  (delays 0, .2, .4, .6, .8 s shape the burst)"
+            line += f"  (delays {', '.join(delays)} s space the burst out)"
         write(line + "\n")
     limiter = RateLimiter("5/second;100/hour", clock=FakeClock())
     for _ in range(5):
