@@ -52,5 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("demo", help="show every algorithm admitting and denying a burst")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        demo(sys.stdout)
+        try:
+            demo(sys.stdout)
+        except BrokenPipeError:  # `ratekeeper demo | head`
+            sys.stderr.close()
     return 0
