@@ -13,7 +13,7 @@ import math
 import numbers
 import time
 import uuid
-from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, TypeAlias
@@ -49,7 +49,7 @@ class _LimiterCore:
         limits: Limits,
         *,
         algorithm: str | Algorithm = "token_bucket",
-        store: Any = None,
+        store: str | Store | AsyncStore | None = None,
         clock: Clock | None = None,
         max_concurrent: int | None = None,
         lease_ttl: float = 60.0,
@@ -78,6 +78,11 @@ class _LimiterCore:
         self.on_store_error = on_store_error
         self._owns_store = store is None or isinstance(store, str)
         self._last_warning = -INF
+        self._open(store)
+
+    def _open(self, store: Any) -> None:
+        """Set ``self.store`` (from a URL, an object, or a new memory store) and ``self._sleep``."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         limits = "; ".join(map(str, self.limits))
@@ -166,33 +171,17 @@ class RateLimiter(_LimiterCore):
     ``RateLimiter("100/minute").hit("user:42")`` returns a :class:`Decision`.
     """
 
-    def __init__(
-        self,
-        limits: Limits,
-        *,
-        algorithm: str | Algorithm = "token_bucket",
-        store: str | Store | None = None,
-        clock: Clock | None = None,
-        max_concurrent: int | None = None,
-        lease_ttl: float = 60.0,
-        on_store_error: OnStoreError = "raise",
-    ) -> None:
-        super().__init__(
-            limits,
-            algorithm=algorithm,
-            store=store,
-            clock=clock,
-            max_concurrent=max_concurrent,
-            lease_ttl=lease_ttl,
-            on_store_error=on_store_error,
-        )
+    store: Store
+    _sleep: Callable[[float], None]
+
+    def _open(self, store: Any) -> None:
         if store is None:
             store = MemoryStore()
         elif isinstance(store, str):
             store = store_from_url(store)
         elif not isinstance(store, Store) or inspect.iscoroutinefunction(store.hit):
             raise ConfigError(f"store must be a URL or a synchronous Store, got {store!r}")
-        self.store: Store = store
+        self.store = store
         self._sleep = sleeper(self.clock)
 
     def hit(self, key: str, cost: float = 1) -> Decision:
@@ -277,26 +266,10 @@ class RateLimiter(_LimiterCore):
 class AsyncRateLimiter(_LimiterCore):
     """The asyncio twin of :class:`RateLimiter`: same arguments, every method a coroutine."""
 
-    def __init__(
-        self,
-        limits: Limits,
-        *,
-        algorithm: str | Algorithm = "token_bucket",
-        store: str | AsyncStore | None = None,
-        clock: Clock | None = None,
-        max_concurrent: int | None = None,
-        lease_ttl: float = 60.0,
-        on_store_error: OnStoreError = "raise",
-    ) -> None:
-        super().__init__(
-            limits,
-            algorithm=algorithm,
-            store=store,
-            clock=clock,
-            max_concurrent=max_concurrent,
-            lease_ttl=lease_ttl,
-            on_store_error=on_store_error,
-        )
+    store: AsyncStore
+    _sleep: Callable[[float], Awaitable[None]]
+
+    def _open(self, store: Any) -> None:
         if store is None:
             store = AsyncMemoryStore()
         elif isinstance(store, str):
@@ -305,7 +278,7 @@ class AsyncRateLimiter(_LimiterCore):
             store = AsyncMemoryStore(store)
         elif not isinstance(store, AsyncStore) or not inspect.iscoroutinefunction(store.hit):
             raise ConfigError(f"store must be a URL or an asyncio store, got {store!r}")
-        self.store: AsyncStore = store
+        self.store = store
         self._sleep = async_sleeper(self.clock)
 
     async def hit(self, key: str, cost: float = 1) -> Decision:
