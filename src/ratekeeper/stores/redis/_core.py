@@ -1,0 +1,408 @@
+"""Everything the sync and async Redis stores share that is not I/O: the Lua scripts, key
+building, argument packing, reply parsing, URL parsing and client construction.
+
+The drivers in :mod:`ratekeeper.stores.redis` only send the commands built here and await (or
+not) the reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.resources
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal, Self
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis.exceptions as rex
+
+from ratekeeper.decision import Decision, from_rows
+from ratekeeper.errors import ConfigError, StoreUnavailable
+from ratekeeper.limits import Limit
+from ratekeeper.stores.base import LEASE_PART, Rule
+
+__all__ = [
+    "DEFAULTS",
+    "UNAVAILABLE",
+    "NoScriptError",
+    "Prepared",
+    "RedisCore",
+    "Script",
+    "TimeSource",
+    "build_client",
+    "unavailable",
+]
+
+TimeSource = Literal["server", "client"]
+
+# Store options a URL-built store accepts besides the redis-py client options.
+DEFAULTS: dict[str, Any] = {
+    "socket_timeout": 0.5,  # seconds to wait for a reply on an open connection
+    "socket_connect_timeout": 0.5,  # seconds to wait for a TCP/TLS connection
+    "retries": 1,  # immediate retries of a command after a connection error (no backoff)
+    "max_connections": 64,  # pool size (standalone: a blocking pool; callers wait for a slot)
+    "pool_timeout": 1.0,  # seconds a caller waits for a free pooled connection
+}
+
+# Errors that mean "the server cannot be used right now": they become StoreUnavailable, so the
+# limiter's on_store_error policy applies. (Script bugs and wrong arguments are not in here.)
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,  # includes AuthenticationError, BusyLoadingError, MaxConnectionsError
+    rex.TimeoutError,
+    rex.ClusterError,  # ClusterDownError, MasterDownError
+    rex.RedisClusterException,  # "Redis Cluster cannot be connected", slots not covered
+    rex.ReadOnlyError,  # a failover is in progress: we are talking to a replica
+    rex.TryAgainError,
+    rex.AuthenticationWrongNumberOfArgsError,
+    rex.NoPermissionError,
+    OSError,  # refused/reset sockets, builtin TimeoutError (asyncio timeouts)
+)
+NoScriptError = rex.NoScriptError
+
+_HIT, _PEEK = b"1", b"0"
+# Keys live this much longer than the state needs (ms). With the caller's clock the server's TTL
+# cannot know how fast that clock moves, so keys are kept generously.
+_GRACE_SERVER_MS = 1000
+_GRACE_CLIENT_MS = 600_000
+_MAX_PLAIN_KEY = 100  # longer user keys are hashed
+_BASE_CACHE_SIZE = 4096
+
+
+def _is_async_client(client: Any) -> bool:
+    return inspect.iscoroutinefunction(getattr(client, "execute_command", None))
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable:
+    """The `StoreUnavailable` that replaces a redis-py connection error."""
+    return StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}")
+
+
+class Script:
+    """A Lua script and its SHA1, for ``EVALSHA`` (``EVAL`` with the source on ``NOSCRIPT``)."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"<Script {self.name} {self.sha[:10]}>"
+
+
+def _lua(name: str) -> str:
+    return (importlib.resources.files(__package__) / "lua" / f"{name}.lua").read_text("utf-8")
+
+
+def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
+    prelude = _lua("prelude")
+    driver = _lua("limits")
+    gcra = _lua("gcra")
+    bodies = {
+        "token_bucket": _lua("token_bucket"),
+        "fixed_window": _lua("fixed_window"),
+        "sliding_window": _lua("sliding_window"),
+        "sliding_log": _lua("sliding_log"),
+        "gcra": "local SHAPING = false\n" + gcra,
+        "leaky_bucket": "local SHAPING = true\n" + gcra,
+    }
+    limit_scripts = {
+        name: Script(name, f"{prelude}\n{body}\n{driver}") for name, body in bodies.items()
+    }
+    acquire = Script("lease_acquire", f"{prelude}\n{_lua('lease_acquire')}")
+    release = Script("lease_release", f"{prelude}\n{_lua('lease_release')}")
+    return limit_scripts, acquire, release
+
+
+LIMIT_SCRIPTS, LEASE_ACQUIRE, LEASE_RELEASE = _build_scripts()
+
+
+def _num(value: float) -> bytes:
+    """A number as the script reads it (``repr`` round-trips a float exactly)."""
+    return str(value).encode() if isinstance(value, int) else repr(float(value)).encode()
+
+
+class Prepared:
+    """What a store precomputes once per rule: the script, the key suffixes, the packed limits."""
+
+    __slots__ = ("limits", "nkeys", "script", "sha", "suffixes", "tail")
+
+    def __init__(self, rule: Rule, grace_ms: int) -> None:
+        name = rule.algorithm.name
+        script = LIMIT_SCRIPTS.get(name)
+        if script is None:
+            raise ConfigError(
+                f"the redis store has no script for algorithm {name!r}; "
+                f"it runs {', '.join(sorted(LIMIT_SCRIPTS))}"
+            )
+        self.script = script
+        self.sha = script.sha
+        self.limits: tuple[Limit, ...] = rule.limits
+        self.nkeys = len(rule.limits)
+        self.suffixes = tuple(part.encode() for part in rule.parts)
+        packed: list[bytes] = [str(grace_ms).encode()]
+        for limit in rule.limits:
+            packed += [_num(limit.amount), _num(limit.per), _num(limit.capacity)]
+        self.tail = tuple(packed)
+
+
+def parse_decision(limits: Sequence[Limit], reply: Sequence[Any]) -> Decision:
+    """The decision from a limit script's reply (5 items per limit)."""
+    if len(limits) == 1:
+        return from_rows(limits, (reply,))
+    return from_rows(limits, [reply[i : i + 5] for i in range(0, len(reply), 5)])
+
+
+class RedisCore:
+    """The I/O-free half of both Redis stores.
+
+    Key layout: ``<prefix>:{<tag>}:<algorithm>:<limit>`` per limit, and
+    ``<prefix>:{<tag>}:concurrency`` for leases. ``<tag>`` is the user key itself when it is at
+    most 100 characters, contains no ``{`` or ``}`` and does not start with ``#``; otherwise it is
+    ``#`` followed by the hex BLAKE2b-128 of the key's UTF-8 bytes. So every key of one user key
+    shares one Cluster hash slot, user content can never move the hash tag, keys of any length stay
+    short, and distinct user keys give distinct Redis keys (collisions only with negligible
+    probability, between hashed keys).
+    """
+
+    _aio: ClassVar[bool] = False
+
+    def __init__(
+        self, client: Any = None, *, prefix: str = "rk", time_source: TimeSource = "server"
+    ) -> None:
+        self._setup(prefix, time_source)
+        kind = "redis.asyncio" if self._aio else "synchronous redis"
+        if client is None:
+            raise ConfigError(
+                f"{type(self).__name__} needs client=<a {kind} client>, or from_url()"
+            )
+        if _is_async_client(client) != self._aio:
+            raise ConfigError(f"{type(self).__name__} needs a {kind} client, got {client!r}")
+        self._client: Any = client
+        self._factory: Callable[[], Any] | None = None
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str = "rk", time_source: TimeSource = "server", **options: Any
+    ) -> Self:
+        """A store with its own client and pool, created on first use. Options (defaults):
+        ``socket_timeout`` (0.5 s), ``socket_connect_timeout`` (0.5 s), ``retries`` (1 immediate
+        retry after a connection error), ``max_connections`` (64, standalone: callers wait for a
+        free connection), ``pool_timeout`` (1 s), and any keyword redis-py's client accepts."""
+        unknown = set(options) & {"client"}
+        if unknown:
+            raise ConfigError(f"from_url() does not take {', '.join(sorted(unknown))}")
+        store = cls.__new__(cls)
+        store._setup(prefix, time_source)
+        store._factory = build_client(url, cls._aio, {**DEFAULTS, **options})
+        store._client = None
+        return store
+
+    def _setup(self, prefix: str, time_source: TimeSource) -> None:
+        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+            raise ConfigError(f"key prefix must be a str without braces, got {prefix!r}")
+        if time_source not in ("server", "client"):
+            raise ConfigError(f"time_source must be 'server' or 'client', got {time_source!r}")
+        self.prefix = prefix
+        self.time_source: TimeSource = time_source
+        self._client_time = time_source == "client"
+        self._grace_ms = _GRACE_CLIENT_MS if self._client_time else _GRACE_SERVER_MS
+        self._head = (prefix + ":{").encode() if prefix else b"{"
+        self._rules: dict[tuple[str, ...], Prepared] = {}
+        self._bases: dict[str, bytes] = {}
+
+    def _connect(self) -> Any:
+        """Build the client from the URL (first use, or after close())."""
+        if self._factory is None:
+            raise StoreUnavailable("this redis store's client was closed")
+        try:
+            self._client = self._factory()
+        except UNAVAILABLE as exc:
+            raise unavailable(exc) from exc
+        return self._client
+
+    def _detach(self) -> Any:
+        """The client to close on close(): ours, never one the user handed in."""
+        if self._factory is None:
+            return None
+        client, self._client = self._client, None
+        return client
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} prefix={self.prefix!r} time_source={self.time_source!r}>"
+
+    # -- keys
+
+    def base_key(self, key: str) -> bytes:
+        """``<prefix>:{<tag>}:`` for a user key (cached)."""
+        base = self._bases.get(key)
+        if base is None:
+            raw = key.encode("utf-8", "surrogatepass")
+            if len(key) > _MAX_PLAIN_KEY or b"{" in raw or b"}" in raw or key.startswith("#"):
+                raw = b"#" + hashlib.blake2b(raw, digest_size=16).hexdigest().encode()
+            base = self._head + raw + b"}:"
+            if len(self._bases) >= _BASE_CACHE_SIZE:
+                self._bases.clear()
+            self._bases[key] = base
+        return base
+
+    def prepared(self, rule: Rule) -> Prepared:
+        prepared = self._rules.get(rule.parts)
+        if prepared is None:
+            prepared = self._rules[rule.parts] = Prepared(rule, self._grace_ms)
+        return prepared
+
+    # -- commands: (script, arguments after the SHA)
+
+    def limit_command(
+        self, key: str, rule: Rule, cost: float, now: float, write: bool
+    ) -> tuple[Prepared, tuple[Any, ...]]:
+        prepared = self._rules.get(rule.parts) or self.prepared(rule)
+        base = self._bases.get(key) or self.base_key(key)
+        clock = now if self._client_time else b""
+        mode = _HIT if write else _PEEK
+        if prepared.nkeys == 1:
+            return prepared, (1, base + prepared.suffixes[0], clock, cost, mode, *prepared.tail)
+        keys = [base + suffix for suffix in prepared.suffixes]
+        return prepared, (prepared.nkeys, *keys, clock, cost, mode, *prepared.tail)
+
+    def acquire_command(
+        self, key: str, lease_id: str, limit: int, ttl: float, now: float
+    ) -> tuple[Any, ...]:
+        clock = now if self._client_time else b""
+        lease_key = self.base_key(key) + LEASE_PART.encode()
+        return (1, lease_key, clock, lease_id, int(limit), float(ttl), self._grace_ms)
+
+    def release_command(self, key: str, lease_id: str, now: float) -> tuple[Any, ...]:
+        clock = now if self._client_time else b""
+        return (1, self.base_key(key) + LEASE_PART.encode(), clock, lease_id)
+
+    def reset_keys(self, key: str, rule: Rule) -> list[bytes]:
+        base = self.base_key(key)
+        return [base + suffix for suffix in self.prepared(rule).suffixes] + [
+            base + LEASE_PART.encode()
+        ]
+
+
+# --------------------------------------------------------------------------- clients from URLs
+
+
+def _hosts(netloc: str, url: str) -> tuple[str | None, str | None, list[tuple[str, int]]]:
+    """``user:password@host:port,host:port`` -> (username, password, [(host, port)])."""
+    username = password = None
+    if "@" in netloc:
+        auth, netloc = netloc.rsplit("@", 1)
+        user, sep, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if sep else None
+    hosts = []
+    for item in netloc.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep:
+            host, port = item, ""
+        host = host.strip("[]")
+        try:
+            hosts.append((host or "127.0.0.1", int(port) if port else 0))
+        except ValueError:
+            raise ConfigError(f"bad port {port!r} in redis URL {url!r}") from None
+    if not hosts:
+        raise ConfigError(f"no host in redis URL {url!r}")
+    return username, password, hosts
+
+
+def _query_options(query: str, url: str) -> dict[str, Any]:
+    """The few query parameters accepted on cluster and sentinel URLs."""
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(query):
+        if name in ("socket_timeout", "socket_connect_timeout"):
+            try:
+                options[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"bad {name} {value!r} in {url!r}") from None
+        elif name == "ssl":
+            options["ssl"] = value.lower() in ("1", "true", "yes", "on")
+        else:
+            raise ConfigError(f"unknown query parameter {name!r} in redis URL {url!r}")
+    return options
+
+
+def build_client(url: str, aio: bool, options: dict[str, Any]) -> Callable[[], Any]:
+    """A factory of redis-py clients (``redis.asyncio`` when ``aio``) for any supported URL.
+
+    ``options`` are the store options of :data:`DEFAULTS` (already filled in) plus any keyword
+    that the redis-py client or connection accepts. The URL is checked now; the client is built
+    by calling the factory, on first use (the synchronous Cluster client connects when built).
+    """
+    options = dict(options)
+    retries = options.pop("retries")
+    max_connections = options.pop("max_connections")
+    pool_timeout = options.pop("pool_timeout")
+    # Looked up dynamically: the names are the same in redis and redis.asyncio, the types not.
+    root = "redis.asyncio" if aio else "redis"
+    mod: Any = importlib.import_module(root)
+    Retry: Any = importlib.import_module(f"{root}.retry").Retry
+    NoBackoff: Any = importlib.import_module("redis.backoff").NoBackoff
+
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
+    retry = Retry(NoBackoff(), retries, supported_errors=(rex.ConnectionError,))
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            pool = mod.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=pool_timeout, retry=retry, **options
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad redis URL {url!r}: {exc}") from exc
+        return lambda: mod.Redis(connection_pool=pool)
+    if scheme == "redis+cluster":
+        username, password, hosts = _hosts(parts.netloc, url)
+        path = parts.path.strip("/")
+        if path not in ("", "0"):
+            raise ConfigError(f"redis cluster has only database 0, got {path!r} in {url!r}")
+        options.update(_query_options(parts.query, url))
+        cluster: Any = importlib.import_module(f"{root}.cluster")
+        nodes = [cluster.ClusterNode(host, port or 6379) for host, port in hosts]
+        kwargs = dict(username=username, password=password, retry=retry, **options)
+        return lambda: cluster.RedisCluster(startup_nodes=nodes, **kwargs)
+    if scheme == "redis+sentinel":
+        username, password, hosts = _hosts(parts.netloc, url)
+        names = [p for p in parts.path.split("/") if p]
+        if not names or len(names) > 2:
+            raise ConfigError(
+                f"a sentinel URL is redis+sentinel://host:port[,host:port]/service_name[/db], "
+                f"got {url!r}"
+            )
+        service = unquote(names[0])
+        try:
+            db = int(names[1]) if len(names) == 2 else 0
+        except ValueError:
+            raise ConfigError(f"bad database {names[1]!r} in {url!r}") from None
+        options.update(_query_options(parts.query, url))
+        sentinel_kwargs = options.pop("sentinel_kwargs", None) or {
+            "socket_timeout": options.get("socket_timeout"),
+            "socket_connect_timeout": options.get("socket_connect_timeout"),
+        }
+        sentinel: Any = importlib.import_module(f"{root}.sentinel").Sentinel(
+            [(host, port or 26379) for host, port in hosts],
+            sentinel_kwargs=sentinel_kwargs,
+            username=username,
+            password=password,
+            retry=retry,
+            **options,
+        )
+
+        def master() -> Any:
+            # Sentinel pools do not block when full: keep them unbounded (redis-py 8 caps at 100).
+            client = sentinel.master_for(service, db=db, max_connections=2**31)
+            client._ratekeeper_also_close = sentinel.sentinels
+            return client
+
+        return master
+    raise ConfigError(f"not a redis URL: {url!r}")

@@ -1,0 +1,29 @@
+-- Fixed window. State: 'k count'.
+local function apply(state, now, cost, amount, per, capacity)
+  local k = floordiv(now + EPS_TIME, per)
+  local count = 0.0
+  if state then
+    local a, b = string.match(state, '^(%S+) (%S+)$')
+    local sk, sc = tonumber(a), tonumber(b)
+    if sk == k then
+      count = sc
+    elseif sk > k then -- the clock stepped back: stay in the newer window
+      k, count = sk, sc
+    end
+  end
+  local ending = (k + 1) * per - now
+  local reset = 0.0
+  if count + cost <= amount then
+    count = count + cost
+    if count ~= 0 then reset = ending end
+    return f(k) .. ' ' .. f(count), 1, trunc(amount - count + 1e-9), reset, 0, 0
+  end
+  if count ~= 0 then reset = ending end
+  local retry = ending
+  if cost > amount then retry = INF end
+  return nil, 0, trunc(amount - count + 1e-9), reset, retry, 0
+end
+
+local function horizon(amount, per, capacity)
+  return per
+end

@@ -1,0 +1,49 @@
+-- ratekeeper: shared helpers, a line-by-line port of ratekeeper.algorithms (same tolerances).
+-- Floats leave the script as strings ('%.17g' round-trips a double exactly): Redis would
+-- truncate a Lua number reply to an integer.
+local EPS_TIME = 1e-6
+local INF = 1 / 0
+local fmt = string.format
+local floor, ceil, fmod = math.floor, math.ceil, math.fmod
+
+local function f(x)
+  return fmt('%.17g', x)
+end
+
+-- Python's int(x) for a float: truncation toward zero.
+local function trunc(x)
+  if x >= 0 then return floor(x) end
+  return ceil(x)
+end
+
+-- Python's float floor division a // b (CPython's float_floor_div, b > 0).
+local function floordiv(a, b)
+  local mod = fmod(a, b)
+  local div = (a - mod) / b
+  if mod ~= 0 and ((b < 0) ~= (mod < 0)) then
+    div = div - 1
+  end
+  if div == 0 then return 0 end
+  local fd = floor(div)
+  if div - fd > 0.5 then fd = fd + 1 end
+  return fd
+end
+
+local function max(a, b)
+  if b > a then return b end
+  return a
+end
+
+local function min(a, b)
+  if b < a then return b end
+  return a
+end
+
+-- ARGV[1]: the caller's clock, or '' to read the server's clock.
+local function clock(arg)
+  if arg == '' then
+    local t = redis.call('TIME')
+    return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return tonumber(arg)
+end

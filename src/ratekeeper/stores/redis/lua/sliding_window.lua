@@ -1,0 +1,45 @@
+-- Sliding window counter. State: 'k previous current'.
+local function reset_after(start, per, now, prev, cur)
+  if cur ~= 0 then return start + 2 * per - now end
+  if prev ~= 0 then return start + per - now end
+  return 0.0
+end
+
+local function apply(state, now, cost, amount, per, capacity)
+  local t = now + EPS_TIME
+  local k = floordiv(t, per)
+  local prev, cur = 0.0, 0.0
+  if state then
+    local a, b, c = string.match(state, '^(%S+) (%S+) (%S+)$')
+    local sk, sprev, scur = tonumber(a), tonumber(b), tonumber(c)
+    if sk == k then
+      prev, cur = sprev, scur
+    elseif sk == k - 1 then
+      prev = scur
+    elseif sk > k then -- the clock stepped back: keep the newer windows, weight them fully
+      k, prev, cur = sk, sprev, scur
+    end
+  end
+  local start = k * per
+  local elapsed = min(max(t - start, 0.0), per)
+  local estimate = prev * (1.0 - elapsed / per) + cur
+  if estimate + cost <= amount + 1e-9 then
+    cur = cur + cost
+    return f(k) .. ' ' .. f(prev) .. ' ' .. f(cur), 1,
+      max(trunc(amount - estimate - cost + 1e-9), 0), reset_after(start, per, now, prev, cur), 0, 0
+  end
+  local retry
+  if cost > amount then
+    retry = INF
+  elseif cur + cost <= amount then -- wait in this window until the previous one has decayed
+    retry = start + per * (1.0 - (amount - cur - cost) / prev) - now
+  else -- wait into the next window, where the current count decays
+    retry = start + per + per * (1.0 - (amount - cost) / cur) - now
+  end
+  return nil, 0, max(trunc(amount - estimate + 1e-9), 0), reset_after(start, per, now, prev, cur),
+    max(retry, 0.0), 0
+end
+
+local function horizon(amount, per, capacity)
+  return 2 * per
+end

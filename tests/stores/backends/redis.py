@@ -1,0 +1,50 @@
+"""Redis standalone, Cluster and Sentinel, from the servers scripts/test starts.
+
+The stores trust the caller's clock (``time_source="client"``) so that FakeClock traces replay
+exactly, and use a random key prefix per store. A missing server URL fails the tests, never
+skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from ratekeeper.stores.redis import AsyncRedisStore, RedisStore
+
+from . import Backend
+
+
+def env_url(name: str) -> str:
+    url = os.environ.get(name)
+    if not url:
+        pytest.fail(
+            f"{name} is not set: run the tests with scripts/test, or start the servers with "
+            "`scripts/services start DIR && source DIR/env`",
+            pytrace=False,
+        )
+    return url
+
+
+def _factory(var: str) -> tuple[object, object]:
+    def make_sync() -> RedisStore:
+        prefix = f"rktest:{uuid.uuid4().hex[:12]}"
+        return RedisStore.from_url(env_url(var), prefix=prefix, time_source="client")
+
+    def make_async() -> AsyncRedisStore:
+        prefix = f"rktest:{uuid.uuid4().hex[:12]}"
+        return AsyncRedisStore.from_url(env_url(var), prefix=prefix, time_source="client")
+
+    return make_sync, make_async
+
+
+BACKENDS = [
+    Backend(name, *_factory(var), marks=(pytest.mark.redis,))  # type: ignore[arg-type]
+    for name, var in [
+        ("redis", "RATEKEEPER_REDIS_URL"),
+        ("redis_cluster", "RATEKEEPER_REDIS_CLUSTER_URL"),
+        ("redis_sentinel", "RATEKEEPER_REDIS_SENTINEL_URL"),
+    ]
+]
