@@ -1,0 +1,37 @@
+"""Web-framework integrations: ASGI (Starlette, FastAPI, Litestar…), Flask, Django, aiohttp.
+
+The framework-neutral parts live once in :mod:`ratekeeper.integrations._core` and are re-exported
+here: rules, key functions, costs. Each framework module (``ratekeeper.integrations.starlette``,
+``.fastapi``, ``.flask``, ``.django``, ``.aiohttp``) is a thin adapter and is the only module that
+imports its framework, so ``import ratekeeper.integrations`` needs no web framework installed.
+"""
+
+from ratekeeper.integrations._core import (
+    Engine,
+    LimitRule,
+    Outcome,
+    RequestView,
+    api_key,
+    client_ip,
+    cost_from_header,
+    denial_body,
+    header,
+    path,
+    route,
+    user,
+)
+
+__all__ = [
+    "Engine",
+    "LimitRule",
+    "Outcome",
+    "RequestView",
+    "api_key",
+    "client_ip",
+    "cost_from_header",
+    "denial_body",
+    "header",
+    "path",
+    "route",
+    "user",
+]

@@ -1,0 +1,851 @@
+"""What every web integration shares, written once and framework-free.
+
+An adapter turns its framework's request into a :class:`RequestView` and asks an :class:`Engine`
+to check a list of :class:`LimitRule`; the engine answers an :class:`Outcome` (the decision to
+report, and whether the request may go on). The adapter only builds responses.
+
+The check is written once, as a generator (:meth:`Engine._flow`) that yields whatever must be
+awaited (an async key, cost or limit function; an async limiter's ``hit``); two small drivers run
+it, :meth:`Engine.check` (blocking) and :meth:`Engine.check_async`.
+
+Malformed input never breaks a request: a key function that raises or returns nothing falls back
+to the client address, a bad cost falls back to the rule's default cost, a dynamic limit that
+raises or is not a rate skips the rule; each is logged (at most once a minute per kind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import ipaddress
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from ratekeeper.decision import Decision
+from ratekeeper.errors import ConfigError
+from ratekeeper.limiter import AsyncRateLimiter, OnStoreError, RateLimiter
+from ratekeeper.limits import Limit, to_limits
+from ratekeeper.stores import AsyncStore, Store, async_store_from_url, store_from_url
+from ratekeeper.stores.memory import AsyncMemoryStore, MemoryStore
+
+__all__ = [
+    "Engine",
+    "LimitRule",
+    "Outcome",
+    "RequestView",
+    "ViewFunction",
+    "api_key",
+    "client_ip",
+    "cost_from_header",
+    "denial_body",
+    "header",
+    "path",
+    "route",
+    "user",
+]
+
+log = logging.getLogger("ratekeeper.integrations")
+
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+LimitValue: TypeAlias = str | Limit | Sequence[Limit]
+# A key/cost/limit callable gets the framework's own request (a `ViewFunction` gets the view);
+# it may be a coroutine function.
+KeySpec: TypeAlias = Callable[[Any], Any]
+CostSpec: TypeAlias = float | Callable[[Any], Any]
+LimitSpec: TypeAlias = LimitValue | Callable[[Any], Any]
+HeaderGroup = Literal["ratelimit", "x-ratelimit", "retry-after"]
+HEADER_GROUPS: frozenset[str] = frozenset({"ratelimit", "x-ratelimit", "retry-after"})
+_GROUP_OF = {
+    "RateLimit": "ratelimit",
+    "RateLimit-Policy": "ratelimit",
+    "X-RateLimit-Limit": "x-ratelimit",
+    "X-RateLimit-Remaining": "x-ratelimit",
+    "X-RateLimit-Reset": "x-ratelimit",
+    "Retry-After": "retry-after",
+}
+_LOG_EVERY = 60.0
+_last_logged: dict[str, float] = {}
+
+
+def _warn(kind: str, message: str, *args: object, exc_info: bool = False) -> None:
+    """Log a warning about bad input, at most once a minute per ``kind`` (no log flooding)."""
+    now = time.monotonic()
+    if now - _last_logged.get(kind, -math.inf) >= _LOG_EVERY:
+        _last_logged[kind] = now
+        log.warning(message, *args, exc_info=exc_info)
+
+
+# -- the neutral request --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RequestView:
+    """What the engine needs from a request, whatever the framework.
+
+    ``get_header(name)`` returns every value of a header joined by ``", "`` (or None);
+    ``client`` is the socket peer address; ``route`` the route template when known; ``get_user``
+    returns the authenticated user object (or None); ``native`` is the framework's request,
+    handed to user-supplied key, cost and limit functions.
+    """
+
+    method: str
+    path: str
+    get_header: Callable[[str], str | None]
+    client: str | None
+    native: Any = None
+    route: str | None = None
+    get_user: Callable[[], Any] | None = None
+
+    def header(self, name: str) -> str | None:
+        return self.get_header(name)
+
+
+class ViewFunction:
+    """A built-in key or cost function: it reads the :class:`RequestView`, not the native
+    request, so one function serves every framework. ``fallback`` answers when it finds
+    nothing."""
+
+    def __init__(
+        self,
+        name: str,
+        func: Callable[[RequestView], Any],
+        fallback: ViewFunction | None = None,
+    ) -> None:
+        self.name = name
+        self.func = func
+        self.fallback = fallback
+
+    def __call__(self, view: RequestView) -> Any:
+        value = self.func(view)
+        if value is None and self.fallback is not None:
+            return self.fallback(view)
+        return value
+
+    def __repr__(self) -> str:
+        return f"<ratekeeper key {self.name}>"
+
+
+# -- key functions --------------------------------------------------------------------------------
+
+
+def _networks(items: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
+    if isinstance(items, str):
+        items = [items]
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"trusted proxy {item!r} is not an IP address or CIDR") from exc
+    return tuple(networks)
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    """``1.2.3.4``, ``1.2.3.4:80``, ``[2001:db8::1]:443``, ``"[::1]"``, ``2001:db8::1`` → address;
+    anything else (``unknown``, ``_hidden``, garbage) → None."""
+    text = text.strip().strip('"').strip()
+    if text.startswith("["):
+        end = text.find("]")
+        text = text[1:end] if end > 0 else ""
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _hops(value: str, header_name: str) -> list[str]:
+    """The addresses of a forwarding header, left (client side) to right (nearest proxy)."""
+    if header_name != "forwarded":
+        return value.split(",")
+    hops = []
+    for element in value.split(","):  # RFC 7239: for=1.2.3.4;proto=https, for="[::1]:80"
+        found = "invalid"
+        for pair in element.split(";"):
+            name, _, param = pair.partition("=")
+            if name.strip().lower() == "for":
+                found = param
+        hops.append(found)
+    return hops
+
+
+def client_address(
+    view: RequestView,
+    trusted: tuple[IPNetwork, ...],
+    proxy_header: str = "x-forwarded-for",
+) -> IPAddress | None:
+    """The client's address: the socket peer, or, when the peer is a trusted proxy, the
+    right-most address of the forwarding header that is not itself a trusted proxy (addresses
+    further left were written by the client and can be forged)."""
+    peer = _parse_ip(view.client or "")
+    if peer is None or not trusted or not _is_trusted(peer, trusted):
+        return peer
+    raw = view.header(proxy_header)
+    if not raw:
+        return peer
+    current = peer
+    for hop in reversed(_hops(raw, proxy_header)):
+        address = _parse_ip(hop)
+        if address is None:
+            _warn(
+                "forwarded",
+                "ratekeeper: malformed %s hop %r (from %s); limiting by %s",
+                proxy_header,
+                hop.strip()[:64],
+                peer,
+                current,
+            )
+            return current
+        if not _is_trusted(address, trusted):
+            return address
+        current = address
+    return current  # every hop is a trusted proxy: the left-most one is the client
+
+
+def _is_trusted(address: IPAddress, trusted: tuple[IPNetwork, ...]) -> bool:
+    return any(address in network for network in trusted)
+
+
+def client_ip(
+    trusted_proxies: Iterable[str | IPNetwork] = (),
+    *,
+    proxy_header: str = "x-forwarded-for",
+    ipv6_prefix: int | None = None,
+) -> ViewFunction:
+    """Key by client address (``ip:203.0.113.7``).
+
+    By default the socket peer, so a client cannot pick its own key by sending
+    ``X-Forwarded-For``. Give ``trusted_proxies`` (addresses or CIDRs of your load balancers)
+    to use the forwarding header (``proxy_header``: ``"x-forwarded-for"``, ``"forwarded"`` for
+    RFC 7239, or e.g. ``"x-real-ip"``) when, and only when, the peer is one of them.
+    ``ipv6_prefix=64`` keys IPv6 clients by their /64 (one host usually owns a whole /64).
+    """
+    trusted = _networks(trusted_proxies)
+    header_name = proxy_header.lower()
+    if ipv6_prefix is not None and not 0 <= ipv6_prefix <= 128:
+        raise ConfigError(f"ipv6_prefix must be between 0 and 128, got {ipv6_prefix!r}")
+
+    def key(view: RequestView) -> str:
+        address = client_address(view, trusted, header_name)
+        if address is None:
+            return f"ip:{view.client or 'unknown'}"
+        if ipv6_prefix is not None and isinstance(address, ipaddress.IPv6Address):
+            return f"ip:{ipaddress.ip_network(f'{address}/{ipv6_prefix}', strict=False)}"
+        return f"ip:{address}"
+
+    return ViewFunction("client_ip", key)
+
+
+def header(
+    name: str, *, fallback: ViewFunction | None = None, hashed: bool = False
+) -> ViewFunction:
+    """Key by the value of header ``name`` (``header:x-tenant:acme``); without the header, by
+    ``fallback`` (the client address by default). ``hashed=True`` stores a digest, not the
+    value (for secrets)."""
+    lowered = name.lower()
+
+    def key(view: RequestView) -> str | None:
+        value = (view.header(lowered) or "").strip()
+        if not value:
+            return None
+        if hashed:
+            value = hashlib.sha256(value.encode()).hexdigest()[:32]
+        return f"header:{lowered}:{value}"
+
+    return ViewFunction(f"header({name})", key, fallback or client_ip())
+
+
+def api_key(name: str = "X-API-Key", *, fallback: ViewFunction | None = None) -> ViewFunction:
+    """Key by API key header (stored as a digest, never the key itself); requests without one
+    by ``fallback`` (the client address by default)."""
+    lowered = name.lower()
+
+    def key(view: RequestView) -> str | None:
+        value = (view.header(lowered) or "").strip()
+        if not value:
+            return None
+        return "apikey:" + hashlib.sha256(value.encode()).hexdigest()[:32]
+
+    return ViewFunction(f"api_key({name})", key, fallback or client_ip())
+
+
+def user_id(user: Any) -> str | None:
+    """The id of an authenticated user object (Django, Flask-Login, Starlette auth, a string),
+    or None for anonymous users."""
+    if user is None:
+        return None
+    if isinstance(user, str | int):
+        return str(user) or None
+    if getattr(user, "is_authenticated", True) is False:
+        return None
+    for attribute in ("pk", "id", "identity", "username"):
+        value = getattr(user, attribute, None)
+        if value is not None and not callable(value):
+            return str(value)
+    get_id = getattr(user, "get_id", None)
+    if callable(get_id):
+        return str(get_id())
+    return None
+
+
+def user(*, fallback: ViewFunction | None = None) -> ViewFunction:
+    """Key by authenticated user (``user:42``); anonymous requests by ``fallback`` (the client
+    address by default)."""
+
+    def key(view: RequestView) -> str | None:
+        if view.get_user is None:
+            return None
+        uid = user_id(view.get_user())
+        return None if uid is None else f"user:{uid}"
+
+    return ViewFunction("user", key, fallback or client_ip())
+
+
+def path() -> ViewFunction:
+    """Key by request path (``path:/search``): one budget per path for everyone."""
+    return ViewFunction("path", lambda view: f"path:{view.path}")
+
+
+def route() -> ViewFunction:
+    """Key by route template (``route:/items/{id}``), or the path when the route is unknown."""
+    return ViewFunction("route", lambda view: f"route:{view.route or view.path}")
+
+
+def cost_from_header(
+    name: str, *, default: float = 1, maximum: float | None = None
+) -> ViewFunction:
+    """Cost read from header ``name`` (e.g. a batch size). Missing, non-numeric, negative or
+    non-finite values cost ``default``; values above ``maximum`` are capped."""
+    lowered = name.lower()
+
+    def cost(view: RequestView) -> float:
+        raw = view.header(lowered)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            _warn("cost-header", "ratekeeper: bad %s header %r; using cost %s", name, raw, default)
+            return default
+        return value if maximum is None else min(value, maximum)
+
+    return ViewFunction(f"cost_from_header({name})", cost)
+
+
+# -- rules ----------------------------------------------------------------------------------------
+
+
+def _path_matchers(items: Iterable[str | re.Pattern[str]] | None) -> tuple[Any, ...]:
+    if items is None:
+        return ()
+    if isinstance(items, str | re.Pattern):
+        items = [items]
+    matchers: list[Any] = []
+    for item in items:
+        if isinstance(item, re.Pattern):
+            matchers.append(item.match)
+        elif isinstance(item, str):
+            matchers.append(_prefix(item))
+        else:
+            raise ConfigError(f"a path must be a prefix string or a compiled regex, got {item!r}")
+    return tuple(matchers)
+
+
+def _prefix(prefix: str) -> Callable[[str], bool]:
+    return lambda p: p.startswith(prefix)
+
+
+def _methods(items: Iterable[str] | None) -> frozenset[str] | None:
+    if items is None:
+        return None
+    if isinstance(items, str):
+        items = [items]
+    return frozenset(method.upper() for method in items)
+
+
+class LimitRule:
+    """One limit applied to requests: ``limit`` (a rate string, `Limit`, sequence of limits, or a
+    callable of the request returning one of those, or None for "no limit", e.g. by tenant
+    tier), ``key`` (key function, engine default when None), ``cost`` (number or callable),
+    ``scope`` (the budget's name: rules with the same scope share one budget per key),
+    ``methods``/``paths`` (restrict where it applies; paths are prefixes or compiled regexes),
+    ``algorithm`` (engine default when None).
+    """
+
+    __slots__ = ("algorithm", "cost", "key", "limit", "methods", "paths", "scope", "static")
+
+    def __init__(
+        self,
+        limit: LimitSpec,
+        *,
+        scope: str,
+        key: KeySpec | None = None,
+        cost: CostSpec = 1,
+        methods: Iterable[str] | None = None,
+        paths: Iterable[str | re.Pattern[str]] | None = None,
+        algorithm: str | None = None,
+    ) -> None:
+        self.static: tuple[Limit, ...] | None = None
+        if isinstance(limit, str | Limit | list | tuple):
+            self.static = to_limits(limit)  # bad rates raise ConfigError now, not per request
+        elif not callable(limit):
+            raise ConfigError(f"limit must be a rate string, Limit(s) or a callable, got {limit!r}")
+        if key is not None and not callable(key):
+            raise ConfigError(f"key must be a callable, got {key!r}")
+        if not callable(cost) and (
+            isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < math.inf
+        ):
+            raise ConfigError(f"cost must be a number >= 0 or a callable, got {cost!r}")
+        if not isinstance(scope, str) or not scope:
+            raise ConfigError(f"scope must be a non-empty string, got {scope!r}")
+        self.limit = limit
+        self.scope = scope
+        self.key = key
+        self.cost = cost
+        self.methods = _methods(methods)
+        self.paths = _path_matchers(paths)
+        self.algorithm = algorithm
+
+    def applies(self, view: RequestView) -> bool:
+        if self.methods is not None and view.method.upper() not in self.methods:
+            return False
+        return not self.paths or any(match(view.path) for match in self.paths)
+
+    def __repr__(self) -> str:
+        limit = "; ".join(map(str, self.static)) if self.static else repr(self.limit)
+        return f"LimitRule({limit!r}, scope={self.scope!r})"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of checking a request: ``decision`` is the one to report in headers (the
+    denial, else the allowed decision with least remaining; None when no rule applied or every
+    store was unreachable), ``allowed`` whether the request may go on, ``decisions`` every
+    decision taken, by scope."""
+
+    allowed: bool = True
+    decision: Decision | None = None
+    rule: LimitRule | None = None
+    decisions: dict[str, Decision] = field(default_factory=dict)
+
+
+def denial_body(decision: Decision) -> dict[str, Any]:
+    """The default JSON body of a 429."""
+    retry = None if decision.retry_after == math.inf else math.ceil(round(decision.retry_after, 6))
+    message = f"Rate limit exceeded: {decision.policy}."
+    message += " This request can never pass." if retry is None else f" Retry in {retry}s."
+    return {
+        "error": "rate_limit_exceeded",
+        "message": message,
+        "limit": decision.limit,
+        "policy": decision.policy.name,
+        "retry_after": retry,
+    }
+
+
+_FAILED = object()
+
+
+# -- the engine -----------------------------------------------------------------------------------
+
+
+class Engine:
+    """Configuration and decisions shared by every framework adapter.
+
+    ``limits``: app-wide default limit (string, `Limit`(s) or callable), applied to every
+    non-exempt request under scope ``"default"``; ``rules``: more `LimitRule`\\ s; ``key``: the
+    default key function (client address, honouring ``trusted_proxies``); ``cost``: default cost;
+    ``store``: URL or store object (one store, shared by every limiter the engine builds);
+    ``algorithm``, ``clock``; ``on_store_error``: ``"allow"`` (default: a dead store must not take
+    the site down; logged), ``"deny"`` or ``"raise"``; ``exempt_paths`` (prefixes or compiled
+    regexes) and ``exempt_methods`` (default OPTIONS, for CORS preflights); ``headers``: True,
+    False, or the groups to send among ``"ratelimit"`` (IETF ``RateLimit``/``RateLimit-Policy``),
+    ``"x-ratelimit"`` and ``"retry-after"``; ``on_denied``: ``(request, decision)`` returning the
+    framework's response (or None for the default JSON 429); ``key_prefix`` namespaces store
+    keys; ``enabled=False`` switches limiting off.
+
+    One limiter is built per distinct (algorithm, limits) and cached, so a dynamic limit costs a
+    dict lookup per request, not a limiter.
+    """
+
+    def __init__(
+        self,
+        limits: LimitSpec | None = None,
+        *,
+        rules: Iterable[LimitRule] = (),
+        key: KeySpec | None = None,
+        cost: CostSpec = 1,
+        store: str | Store | AsyncStore | None = None,
+        algorithm: str = "token_bucket",
+        clock: Callable[[], float] | None = None,
+        on_store_error: OnStoreError = "allow",
+        exempt_paths: Iterable[str | re.Pattern[str]] = (),
+        exempt_methods: Iterable[str] = ("OPTIONS",),
+        trusted_proxies: Iterable[str | IPNetwork] = (),
+        proxy_header: str = "x-forwarded-for",
+        headers: bool | Iterable[HeaderGroup] = True,
+        on_denied: Callable[[Any, Decision], Any] | None = None,
+        key_prefix: str = "rk",
+        enabled: bool = True,
+        max_limiters: int = 1024,
+    ) -> None:
+        if on_store_error not in ("allow", "deny", "raise"):
+            raise ConfigError(
+                f"on_store_error must be 'allow', 'deny' or 'raise', got {on_store_error!r}"
+            )
+        self.default_key: KeySpec = key or client_ip(trusted_proxies, proxy_header=proxy_header)
+        if not callable(self.default_key):
+            raise ConfigError(f"key must be a callable, got {key!r}")
+        self.default_cost = cost
+        self.algorithm = algorithm
+        RateLimiter("1/second", algorithm=algorithm)  # a bad algorithm name fails here
+        self.clock = clock
+        self.on_store_error: OnStoreError = on_store_error
+        self.exempt_paths = _path_matchers(exempt_paths)
+        self.exempt_methods = _methods(exempt_methods) or frozenset()
+        if headers is True:
+            self.header_groups = HEADER_GROUPS
+        elif headers is False or headers is None:
+            self.header_groups = frozenset()
+        else:
+            self.header_groups = frozenset(headers)
+            unknown = self.header_groups - HEADER_GROUPS
+            if unknown:
+                raise ConfigError(f"unknown header groups {sorted(unknown)}; use {HEADER_GROUPS}")
+        if on_denied is not None and not callable(on_denied):
+            raise ConfigError(f"on_denied must be a callable, got {on_denied!r}")
+        self.on_denied = on_denied
+        self.key_prefix = key_prefix
+        self.enabled = enabled
+        self.max_limiters = max_limiters
+        self.rules: list[LimitRule] = []
+        if limits is not None:
+            self.rules.append(self.rule(limits, scope="default"))
+        self.rules.extend(rules)
+        self._store_spec = store
+        self._sync_store: Store | None = None
+        self._async_store: AsyncStore | None = None
+        self._setup_store(store)
+        self._limiters: dict[tuple[Any, ...], RateLimiter | AsyncRateLimiter] = {}
+        self._parsed: dict[str, tuple[Limit, ...] | None] = {}
+        self._lock = threading.Lock()
+
+    def _setup_store(self, store: str | Store | AsyncStore | None) -> None:
+        if store is None:
+            memory = MemoryStore()
+            self._sync_store, self._async_store = memory, AsyncMemoryStore(memory)
+        elif isinstance(store, str) and store.lower().startswith("memory:"):
+            self._setup_store(MemoryStore.from_url(store))
+        elif isinstance(store, str):
+            self._check_url(store)  # the stores themselves are built on first use
+        elif isinstance(store, MemoryStore):
+            self._sync_store, self._async_store = store, AsyncMemoryStore(store)
+        elif inspect.iscoroutinefunction(getattr(store, "hit", None)):
+            self._async_store = store  # type: ignore[assignment]
+        elif isinstance(store, Store):
+            self._sync_store = store
+        else:
+            raise ConfigError(f"store must be a URL or a store object, got {store!r}")
+
+    @staticmethod
+    def _check_url(url: str) -> None:
+        from ratekeeper.stores import _store_class
+
+        _store_class(url, 1)  # unknown schemes and missing client libraries fail at setup
+
+    def sync_store(self) -> Store:
+        if self._sync_store is None:
+            if not isinstance(self._store_spec, str):
+                raise ConfigError(
+                    f"store {self._store_spec!r} is asynchronous; this integration needs a "
+                    "synchronous store (or a URL)"
+                )
+            self._sync_store = store_from_url(self._store_spec)
+        return self._sync_store
+
+    def async_store(self) -> AsyncStore:
+        if self._async_store is None:
+            if not isinstance(self._store_spec, str):
+                raise ConfigError(
+                    f"store {self._store_spec!r} is synchronous; this integration needs an "
+                    "asyncio store (or a URL)"
+                )
+            self._async_store = async_store_from_url(self._store_spec)
+        return self._async_store
+
+    def rule(
+        self,
+        limit: LimitSpec,
+        *,
+        scope: str,
+        key: KeySpec | None = None,
+        cost: CostSpec | None = None,
+        methods: Iterable[str] | None = None,
+        paths: Iterable[str | re.Pattern[str]] | None = None,
+        algorithm: str | None = None,
+    ) -> LimitRule:
+        """A rule using this engine's defaults for what is not given."""
+        return LimitRule(
+            limit,
+            scope=scope,
+            key=key,
+            cost=self.default_cost if cost is None else cost,
+            methods=methods,
+            paths=paths,
+            algorithm=algorithm,
+        )
+
+    def is_exempt(self, view: RequestView) -> bool:
+        if not self.enabled or view.method.upper() in self.exempt_methods:
+            return True
+        return any(match(view.path) for match in self.exempt_paths)
+
+    def response_headers(self, decision: Decision | None) -> dict[str, str]:
+        """The rate-limit headers to send for ``decision`` (none for a store-outage fallback)."""
+        if decision is None or decision.fallback or not self.header_groups:
+            return {}
+        groups = self.header_groups
+        return {
+            name: value
+            for name, value in decision.headers().items()
+            if _GROUP_OF.get(name, "ratelimit") in groups
+        }
+
+    def denial_body(self, decision: Decision) -> bytes:
+        return json.dumps(denial_body(decision)).encode()
+
+    # -- limiters --
+
+    def _limits(self, value: Any) -> tuple[Limit, ...] | None:
+        """A dynamic limit's value as limits (cached by string); None to skip the rule."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            cached = self._parsed.get(value, _FAILED)
+            if cached is not _FAILED:
+                return cached  # type: ignore[return-value]
+        try:
+            limits = to_limits(value)
+        except (ConfigError, TypeError) as exc:
+            _warn(
+                "limit-value",
+                "ratekeeper: dynamic limit %r is not a rate (%s); not limiting",
+                value,
+                exc,
+            )
+            limits = None
+        if isinstance(value, str) and len(self._parsed) < self.max_limiters:
+            self._parsed[value] = limits
+        return limits
+
+    def limiter(
+        self, limits: tuple[Limit, ...], algorithm: str | None, asynchronous: bool
+    ) -> RateLimiter | AsyncRateLimiter:
+        """The cached limiter for these limits (one per distinct limits, not per request)."""
+        algorithm = algorithm or self.algorithm
+        cache_key = (asynchronous, algorithm, limits)
+        found = self._limiters.get(cache_key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._limiters.get(cache_key)
+            if found is None:
+                if len(self._limiters) >= self.max_limiters:
+                    _warn("limiters", "ratekeeper: more than %d distinct limits", self.max_limiters)
+                    self._limiters.pop(next(iter(self._limiters)))
+                options: dict[str, Any] = {
+                    "algorithm": algorithm,
+                    "clock": self.clock,
+                    "on_store_error": self.on_store_error,
+                }
+                if asynchronous:
+                    found = AsyncRateLimiter(limits, store=self.async_store(), **options)
+                else:
+                    found = RateLimiter(limits, store=self.sync_store(), **options)
+                self._limiters[cache_key] = found
+        return found
+
+    # -- the check, once, and its two drivers --
+
+    def _call(
+        self, func: Callable[[Any], Any], view: RequestView, what: str
+    ) -> Generator[Any, Any, Any]:
+        """Call a user or built-in function; yield its result if awaitable; _FAILED if it raised."""
+        try:
+            result = func(view) if isinstance(func, ViewFunction) else func(view.native)
+            if inspect.isawaitable(result):
+                result = yield result
+        except Exception:
+            _warn(what, "ratekeeper: the %s function %r raised", what, func, exc_info=True)
+            return _FAILED
+        return result
+
+    def _flow(
+        self, view: RequestView, rules: Sequence[LimitRule], asynchronous: bool
+    ) -> Generator[Any, Any, Outcome]:
+        outcome = Outcome()
+        for rule in rules:
+            if not rule.applies(view):
+                continue
+            limits = rule.static
+            if limits is None:
+                value = yield from self._call(rule.limit, view, "limit")  # type: ignore[arg-type]
+                if value is _FAILED:
+                    continue
+                limits = self._limits(value)
+                if limits is None:
+                    continue
+            key = yield from self._key(rule, view)
+            cost = rule.cost
+            if callable(cost):
+                cost = yield from self._call(cost, view, "cost")
+                if cost is _FAILED or not _valid_cost(cost):
+                    if cost is not _FAILED:
+                        _warn("cost", "ratekeeper: cost %r is not a number >= 0; using 1", cost)
+                    cost = 1
+            limiter = self.limiter(limits, rule.algorithm, asynchronous)
+            result: Any = limiter.hit(f"{self.key_prefix}:{rule.scope}:{key}", float(cost))
+            decision: Decision = (yield result) if asynchronous else result
+            outcome.decisions[rule.scope] = decision
+            if not decision.allowed:  # a denial (or a store outage with on_store_error="deny")
+                outcome.allowed, outcome.decision, outcome.rule = False, decision, rule
+                return outcome
+            if not decision.fallback and (
+                outcome.decision is None or decision.remaining < outcome.decision.remaining
+            ):
+                outcome.decision, outcome.rule = decision, rule
+        return outcome
+
+    def _key(self, rule: LimitRule, view: RequestView) -> Generator[Any, Any, str]:
+        func = rule.key or self.default_key
+        value = yield from self._call(func, view, "key")
+        if value is not _FAILED and value is not None and value != "":
+            return value if isinstance(value, str) else str(value)
+        if value is not _FAILED:
+            _warn(
+                "key-none", "ratekeeper: key function %r returned %r; keying by client", func, value
+            )
+        fallback = self.default_key if func is not self.default_key else client_ip()
+        if fallback is not func:
+            value = yield from self._call(fallback, view, "key")
+            if isinstance(value, str) and value:
+                return value
+        return f"ip:{view.client or 'unknown'}"
+
+    def check(self, view: RequestView, rules: Sequence[LimitRule] | None = None) -> Outcome:
+        """Check ``view`` against ``rules`` (default: the engine's rules) with blocking limiters.
+        Awaitables returned by key/cost/limit functions are run to completion."""
+        flow = self._flow(view, self.rules if rules is None else rules, False)
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.throw(error) if error else flow.send(value)
+            except StopIteration as stop:
+                result: Outcome = stop.value
+                return result
+            error = None
+            try:
+                value = _run_sync(step)
+            except Exception as exc:
+                error = exc
+
+    async def check_async(
+        self, view: RequestView, rules: Sequence[LimitRule] | None = None
+    ) -> Outcome:
+        """Check ``view`` against ``rules`` (default: the engine's rules) with asyncio limiters."""
+        flow = self._flow(view, self.rules if rules is None else rules, True)
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.throw(error) if error else flow.send(value)
+            except StopIteration as stop:
+                result: Outcome = stop.value
+                return result
+            error = None
+            try:
+                value = await step
+            except Exception as exc:
+                error = exc
+
+    # -- the denial hook --
+
+    def call_on_denied(self, native: Any, decision: Decision) -> Any:
+        """The ``on_denied`` hook's response (awaitables run to completion), or None."""
+        if self.on_denied is None:
+            return None
+        try:
+            return _run_sync(self.on_denied(native, decision))
+        except Exception:
+            _warn("on_denied", "ratekeeper: on_denied hook raised; default 429", exc_info=True)
+            return None
+
+    async def call_on_denied_async(self, native: Any, decision: Decision) -> Any:
+        if self.on_denied is None:
+            return None
+        try:
+            result = self.on_denied(native, decision)
+            return await result if inspect.isawaitable(result) else result
+        except Exception:
+            _warn("on_denied", "ratekeeper: on_denied hook raised; default 429", exc_info=True)
+            return None
+
+
+def _valid_cost(cost: Any) -> bool:
+    return not isinstance(cost, bool) and isinstance(cost, int | float) and 0 <= cost < math.inf
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def _run_sync(value: Any) -> Any:
+    """Run an awaitable to completion from synchronous code (a sync view with an async key
+    function); plain values pass through."""
+    global _executor
+    if not inspect.isawaitable(value):
+        return value
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(value))
+    if _executor is None:  # called from a thread that runs an event loop: use another thread
+        _executor = ThreadPoolExecutor(1, thread_name_prefix="ratekeeper")
+    return _executor.submit(asyncio.run, _await(value)).result()
+
+
+def scope_of(func: Callable[..., Any]) -> str:
+    """The default budget name of a decorated view: its module and qualified name."""
+    module = getattr(func, "__module__", None) or "?"
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    return f"{module}.{name}"
+
+
+def is_async_callable(func: Any) -> bool:
+    """True for coroutine functions, partials of them and objects with an async ``__call__``."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004
+    )

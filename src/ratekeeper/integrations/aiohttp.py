@@ -1,0 +1,165 @@
+"""aiohttp: a middleware for app-wide limits and a handler decorator.
+
+.. code-block:: python
+
+    limiter = Limiter(default_limits="100/minute", trusted_proxies=["10.0.0.0/8"])
+    app = web.Application(middlewares=[limiter.middleware])
+
+    @routes.get("/search")
+    @limiter.limit("10/minute", cost=2)
+    async def search(request): ...
+
+Denials are JSON 429s (or ``on_denied``'s response); limited responses carry the rate-limit
+headers. ``request["user"]`` (if an auth middleware sets it) is the user for the ``user()`` key.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from ratekeeper.decision import Decision
+from ratekeeper.errors import RateLimitExceeded
+from ratekeeper.integrations._core import (
+    CostSpec,
+    Engine,
+    KeySpec,
+    LimitRule,
+    LimitSpec,
+    Outcome,
+    RequestView,
+    scope_of,
+)
+
+__all__ = ["Limiter", "view_of"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
+_EXEMPT = "__ratekeeper_exempt__"
+
+
+def view_of(request: web.Request) -> RequestView:
+    """The neutral view of an aiohttp request."""
+
+    def get_header(name: str) -> str | None:
+        return ", ".join(request.headers.getall(name, ())) or None
+
+    resource = request.match_info.route.resource
+    return RequestView(
+        method=request.method,
+        path=request.path,
+        get_header=get_header,
+        client=request.remote,
+        native=request,
+        route=resource.canonical if resource is not None else None,
+        get_user=lambda: request.get("user"),
+    )
+
+
+class Limiter:
+    """Limits for an aiohttp app. ``default_limits`` apply (through :attr:`middleware`) to
+    every request that is not exempt; every other keyword is an :class:`Engine` option (``key``,
+    ``cost``, ``store``, ``trusted_proxies``, ``exempt_paths``, ``headers``, ``on_denied``,
+    ``on_store_error`` (default ``"allow"``)…)."""
+
+    def __init__(self, default_limits: LimitSpec | None = None, **options: Any) -> None:
+        self.engine = Engine(default_limits, **options)
+        self.middleware = self._make_middleware()
+
+    def setup(self, app: web.Application) -> None:
+        """Add :attr:`middleware` to ``app`` (or pass it in ``middlewares=``)."""
+        app.middlewares.append(self.middleware)
+
+    async def _denial(self, request: web.Request, decision: Decision) -> web.StreamResponse:
+        custom = await self.engine.call_on_denied_async(request, decision)
+        if isinstance(custom, web.StreamResponse):
+            return custom
+        return web.Response(
+            body=self.engine.denial_body(decision),
+            status=429,
+            headers=self.engine.response_headers(decision),
+            content_type="application/json",
+        )
+
+    def _headers(self, outcome: Outcome, response: web.StreamResponse) -> web.StreamResponse:
+        if not response.prepared:
+            for name, value in self.engine.response_headers(outcome.decision).items():
+                response.headers.setdefault(name, value)
+        return response
+
+    async def _run(
+        self, request: web.Request, rules: list[LimitRule] | None, handler: Handler
+    ) -> web.StreamResponse:
+        view = view_of(request)
+        if self.engine.is_exempt(view):
+            return await handler(request)
+        outcome = await self.engine.check_async(view, rules)
+        if not outcome.allowed:
+            assert outcome.decision is not None
+            return await self._denial(request, outcome.decision)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # raised responses (redirects, 404s) get headers too
+            self._headers(outcome, exc)
+            raise
+        return self._headers(outcome, response)
+
+    def _make_middleware(self) -> Any:
+        @web.middleware
+        async def ratekeeper_middleware(
+            request: web.Request, handler: Handler
+        ) -> web.StreamResponse:
+            target = getattr(request.match_info, "handler", None)
+            if not self.engine.rules or getattr(target, _EXEMPT, False):
+                return await self._handle_exceeded(request, handler)
+            return await self._run(
+                request, None, functools.partial(self._handle_exceeded, handler=handler)
+            )
+
+        return ratekeeper_middleware
+
+    async def _handle_exceeded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A `RateLimitExceeded` raised by a handler (``limiter.enforce(key)``) is a 429."""
+        try:
+            return await handler(request)
+        except RateLimitExceeded as exc:
+            return await self._denial(request, exc.decision)
+
+    def limit(
+        self,
+        limit: LimitSpec,
+        *,
+        key: KeySpec | None = None,
+        cost: CostSpec | None = None,
+        scope: str | None = None,
+        methods: list[str] | None = None,
+        algorithm: str | None = None,
+    ) -> Callable[[H], H]:
+        """Limit a handler (a coroutine ``handler(request)``), on top of the default limits.
+        ``scope`` names a budget shared with other handlers."""
+
+        def decorate(handler: H) -> H:
+            rule = self.engine.rule(
+                limit,
+                scope=scope or scope_of(handler),
+                key=key,
+                cost=cost,
+                methods=methods,
+                algorithm=algorithm,
+            )
+
+            @functools.wraps(handler)
+            async def limited(request: web.Request) -> web.StreamResponse:
+                return await self._run(request, [rule], handler)
+
+            return limited  # type: ignore[return-value]
+
+        return decorate
+
+    def exempt(self, handler: H) -> H:
+        """Exempt a handler from the default limits."""
+        setattr(handler, _EXEMPT, True)
+        return handler

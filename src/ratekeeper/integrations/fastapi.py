@@ -1,0 +1,229 @@
+"""FastAPI: a dependency, a route decorator, an exception handler, and the ASGI middleware.
+
+.. code-block:: python
+
+    limiter = Limiter(key=api_key())            # Engine options: store=, trusted_proxies=, ...
+    limiter.init_app(app)                       # 429 handler (+ middleware for default limits)
+
+    @app.get("/search")
+    @limiter.limit("10/minute", cost=2)
+    async def search(q: str): ...
+
+    @app.get("/items", dependencies=[Depends(RateLimit("100/minute"))])
+    async def items(): ...
+
+A denial raises :class:`RateLimited` (a `RateLimitExceeded` that is also an ``HTTPException``), so
+it is a 429 with headers even without the handler; with :func:`rate_limit_exceeded_handler` it has
+the JSON body and honours ``on_denied``. Allowed responses get the headers too.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads these signatures at runtime.
+
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response as StarletteResponse
+
+from ratekeeper.decision import Decision
+from ratekeeper.errors import RateLimitExceeded
+from ratekeeper.integrations._core import (
+    CostSpec,
+    Engine,
+    KeySpec,
+    LimitRule,
+    LimitSpec,
+    denial_body,
+    scope_of,
+)
+from ratekeeper.integrations.starlette import HEADERS_SCOPE_KEY, RateLimitMiddleware, view_of
+
+__all__ = [
+    "Limiter",
+    "RateLimit",
+    "RateLimitMiddleware",
+    "RateLimited",
+    "rate_limit_exceeded_handler",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_REQUEST = "ratekeeper_request__"
+_RESPONSE = "ratekeeper_response__"
+
+
+class RateLimited(RateLimitExceeded, HTTPException):
+    """A denial inside FastAPI: ``decision``, the ``headers`` to send, and the ``engine``."""
+
+    def __init__(self, decision: Decision, engine: Engine | None = None) -> None:
+        RateLimitExceeded.__init__(self, decision)
+        headers = engine.response_headers(decision) if engine else decision.headers()
+        HTTPException.__init__(self, 429, denial_body(decision)["message"], headers)
+        self.engine = engine
+
+
+async def rate_limit_exceeded_handler(request: Request, exc: Exception) -> Response:
+    """Turn any `RateLimitExceeded` (ours, or one raised by ``limiter.enforce()`` in a view) into a
+    429 with the rate-limit headers and a JSON body; ``on_denied`` may give the response."""
+    if not isinstance(exc, RateLimitExceeded):  # pragma: no cover - registered for it only
+        raise exc
+    engine = getattr(exc, "engine", None)
+    decision = exc.decision
+    if engine is not None:
+        custom = await engine.call_on_denied_async(request, decision)
+        if custom is not None:
+            return custom  # type: ignore[no-any-return]
+        headers = engine.response_headers(decision)
+        body = engine.denial_body(decision)
+    else:
+        headers = decision.headers()
+        body = json.dumps(denial_body(decision)).encode()
+    return StarletteResponse(body, 429, headers, media_type="application/json")
+
+
+async def _check(engine: Engine, rule: LimitRule, request: Request) -> dict[str, str]:
+    """Check one rule for a request; raise `RateLimited` on denial; return the headers."""
+    if not engine.enabled:
+        return {}
+    outcome = await engine.check_async(view_of(request.scope, request), [rule])
+    if not outcome.allowed:
+        assert outcome.decision is not None
+        raise RateLimited(outcome.decision, engine)
+    headers = engine.response_headers(outcome.decision)
+    if headers:
+        request.scope.setdefault(HEADERS_SCOPE_KEY, {}).update(headers)
+    return headers
+
+
+class RateLimit:
+    """A dependency: ``Depends(RateLimit("10/minute", key=..., cost=...))``.
+
+    Without ``scope``, each route it guards has its own budget (so one instance can guard a whole
+    router); give ``scope="name"`` to share one budget between routes. ``limiter=`` reuses a
+    `Limiter`'s engine (store, key, options); otherwise the keywords configure a private one.
+    """
+
+    def __init__(
+        self,
+        limit: LimitSpec,
+        *,
+        key: KeySpec | None = None,
+        cost: CostSpec | None = None,
+        scope: str | None = None,
+        methods: list[str] | None = None,
+        algorithm: str | None = None,
+        limiter: "Limiter | None" = None,
+        **options: Any,
+    ) -> None:
+        if limiter is not None and options:
+            raise TypeError("pass either limiter= or engine options, not both")
+        self.engine = limiter.engine if limiter is not None else Engine(**options)
+        self._make = functools.partial(
+            self.engine.rule, limit, key=key, cost=cost, methods=methods, algorithm=algorithm
+        )
+        self._fixed = self._make(scope=scope) if scope else None
+        self._rules: dict[str, LimitRule] = {}
+
+    def _rule(self, request: Request) -> LimitRule:
+        if self._fixed is not None:
+            return self._fixed
+        route = request.scope.get("route")
+        name = f"route:{request.method} {getattr(route, 'path', request.url.path)}"
+        rule = self._rules.get(name)
+        if rule is None:
+            rule = self._rules[name] = self._make(scope=name)
+        return rule
+
+    async def __call__(self, request: Request, response: Response) -> None:
+        headers = await _check(self.engine, self._rule(request), request)
+        response.headers.update(headers)
+
+
+class Limiter:
+    """Rate limits for a FastAPI app: ``@limiter.limit(...)`` per route, ``default_limits`` for
+    every request (through :class:`RateLimitMiddleware`), ``limiter.dependency(...)``.
+
+    Every keyword is an :class:`Engine` option (``key``, ``cost``, ``store``, ``trusted_proxies``,
+    ``exempt_paths``, ``headers``, ``on_denied``, ``on_store_error``…).
+    """
+
+    def __init__(self, default_limits: LimitSpec | None = None, **options: Any) -> None:
+        self.engine = Engine(default_limits, **options)
+
+    def init_app(self, app: FastAPI) -> None:
+        """Register the 429 handler, and the middleware (for default limits and headers)."""
+        app.add_exception_handler(RateLimitExceeded, rate_limit_exceeded_handler)
+        app.add_middleware(RateLimitMiddleware, engine=self.engine)  # type: ignore[arg-type]
+
+    def dependency(self, limit: LimitSpec, **options: Any) -> RateLimit:
+        """``Depends(limiter.dependency("10/minute"))``: a `RateLimit` on this limiter's engine."""
+        return RateLimit(limit, limiter=self, **options)
+
+    def limit(
+        self,
+        limit: LimitSpec,
+        *,
+        key: KeySpec | None = None,
+        cost: CostSpec | None = None,
+        scope: str | None = None,
+        methods: list[str] | None = None,
+        algorithm: str | None = None,
+    ) -> Callable[[F], F]:
+        """Decorate a route (below ``@app.get``). The view needs no ``request`` parameter; sync
+        views still run in the thread pool. ``scope`` shares a budget between routes."""
+
+        def decorate(func: F) -> F:
+            rule = self.engine.rule(
+                limit,
+                scope=scope or scope_of(func),
+                key=key,
+                cost=cost,
+                methods=methods,
+                algorithm=algorithm,
+            )
+            signature = inspect.signature(func)
+            own_request = next(
+                (
+                    name
+                    for name, param in signature.parameters.items()
+                    if param.annotation in (Request, "Request")
+                ),
+                None,
+            )
+            params = list(signature.parameters.values())
+            at = next(
+                (i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD),
+                len(params),
+            )
+            keyword = inspect.Parameter.KEYWORD_ONLY
+            params.insert(at, inspect.Parameter(_RESPONSE, keyword, annotation=Response))
+            if own_request is None:
+                params.insert(at, inspect.Parameter(_REQUEST, keyword, annotation=Request))
+            is_async = inspect.iscoroutinefunction(func)
+            engine = self.engine
+
+            @functools.wraps(func)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                request: Request = (
+                    kwargs.pop(_REQUEST) if own_request is None else kwargs[own_request]
+                )
+                response: Response = kwargs.pop(_RESPONSE)
+                headers = await _check(engine, rule, request)
+                response.headers.update(headers)
+                if is_async:
+                    result = await func(*args, **kwargs)
+                else:
+                    result = await run_in_threadpool(func, *args, **kwargs)
+                if headers and isinstance(result, StarletteResponse):
+                    for name, value in headers.items():
+                        result.headers.setdefault(name, value)
+                return result
+
+            wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+            wrapper.__ratekeeper_rule__ = rule  # type: ignore[attr-defined]
+            return wrapper  # type: ignore[return-value]
+
+        return decorate

@@ -1,0 +1,161 @@
+"""Flask: an extension with app-wide default limits, ``@limiter.limit(...)`` and
+``@limiter.exempt``.
+
+.. code-block:: python
+
+    limiter = Limiter(default_limits="200/hour", key=api_key())
+    limiter.init_app(app)
+
+    @app.post("/search")
+    @limiter.limit("10/minute", cost=2)
+    def search(): ...
+
+As in flask-limiter, a route with its own limits is not also counted against the default limits
+(``override_defaults=False`` counts both). Every response of a limited request carries the
+rate-limit headers; a denial is a JSON 429 (or ``on_denied``'s response). A `RateLimitExceeded`
+raised by a view (``some_limiter.enforce(key)``) becomes a 429 too. ``RATEKEEPER_ENABLED = False``
+in ``app.config`` switches limiting off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, Request, Response, current_app, g, request
+
+from ratekeeper.decision import Decision
+from ratekeeper.errors import RateLimitExceeded
+from ratekeeper.integrations._core import (
+    CostSpec,
+    Engine,
+    KeySpec,
+    LimitRule,
+    LimitSpec,
+    Outcome,
+    RequestView,
+    scope_of,
+)
+
+__all__ = ["Limiter", "view_of"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_RULES = "__ratekeeper_rules__"
+_EXEMPT = "__ratekeeper_exempt__"
+_OVERRIDE = "__ratekeeper_override__"
+
+
+def view_of(req: Request) -> RequestView:
+    """The neutral view of a Flask (Werkzeug) request. ``user`` is ``g.user`` if set."""
+
+    def get_header(name: str) -> str | None:
+        return ", ".join(req.headers.getlist(name)) or None
+
+    return RequestView(
+        method=req.method,
+        path=req.path,
+        get_header=get_header,
+        client=req.remote_addr,
+        native=req,
+        route=req.url_rule.rule if req.url_rule is not None else None,
+        get_user=lambda: g.get("user"),
+    )
+
+
+class Limiter:
+    """The Flask extension. ``default_limits`` apply to every request that is not exempt; every
+    other keyword is an :class:`Engine` option (``key``, ``cost``, ``store``, ``trusted_proxies``,
+    ``exempt_paths``, ``headers``, ``on_denied``, ``on_store_error`` (default ``"allow"``)…)."""
+
+    def __init__(
+        self, app: Flask | None = None, default_limits: LimitSpec | None = None, **options: Any
+    ) -> None:
+        self.engine = Engine(default_limits, **options)
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["ratekeeper"] = self
+        app.before_request(self._before_request)
+        app.after_request(self._after_request)
+        app.register_error_handler(RateLimitExceeded, self._on_exceeded)
+
+    def limit(
+        self,
+        limit: LimitSpec,
+        *,
+        key: KeySpec | None = None,
+        cost: CostSpec | None = None,
+        scope: str | None = None,
+        methods: list[str] | None = None,
+        algorithm: str | None = None,
+        override_defaults: bool = True,
+    ) -> Callable[[F], F]:
+        """Limit a view (above or below ``@app.route``; stack several for several limits).
+        ``scope`` names a budget shared with other views."""
+
+        def decorate(func: F) -> F:
+            rule = self.engine.rule(
+                limit,
+                scope=scope or scope_of(func),
+                key=key,
+                cost=cost,
+                methods=methods,
+                algorithm=algorithm,
+            )
+            rules: list[LimitRule] = getattr(func, _RULES, [])
+            setattr(func, _RULES, [rule, *rules])  # decorators apply bottom-up: keep source order
+            setattr(func, _OVERRIDE, override_defaults and getattr(func, _OVERRIDE, True))
+            return func
+
+        return decorate
+
+    def exempt(self, func: F) -> F:
+        """Exempt a view from every limit (default limits included)."""
+        setattr(func, _EXEMPT, True)
+        return func
+
+    def _rules(self) -> list[LimitRule] | None:
+        func = current_app.view_functions.get(request.endpoint or "")
+        if getattr(func, _EXEMPT, False):
+            return None
+        own: list[LimitRule] = getattr(func, _RULES, [])
+        if own and getattr(func, _OVERRIDE, True):
+            return own
+        return [*self.engine.rules, *own]
+
+    def _before_request(self) -> Response | Any:
+        if not current_app.config.get("RATEKEEPER_ENABLED", True):
+            return None
+        view = view_of(request._get_current_object())  # type: ignore[attr-defined]
+        rules = self._rules()
+        if not rules or self.engine.is_exempt(view):
+            return None
+        outcome = self.engine.check(view, rules)
+        g._ratekeeper_outcome = outcome
+        if not outcome.allowed:
+            assert outcome.decision is not None
+            return self._denial(view.native, outcome.decision)
+        return None
+
+    def _after_request(self, response: Response) -> Response:
+        outcome: Outcome | None = g.pop("_ratekeeper_outcome", None)
+        if outcome is not None:
+            for name, value in self.engine.response_headers(outcome.decision).items():
+                response.headers.setdefault(name, value)
+        return response
+
+    def _denial(self, native: Any, decision: Decision) -> Response | Any:
+        custom = self.engine.call_on_denied(native, decision)
+        if custom is not None:
+            return custom
+        return Response(
+            self.engine.denial_body(decision),
+            429,
+            self.engine.response_headers(decision),
+            mimetype="application/json",
+        )
+
+    def _on_exceeded(self, exc: RateLimitExceeded) -> Response | Any:
+        g.pop("_ratekeeper_outcome", None)  # the view's own denial wins over the default's state
+        return self._denial(request._get_current_object(), exc.decision)  # type: ignore[attr-defined]

@@ -1,0 +1,136 @@
+"""A pure ASGI rate-limiting middleware: Starlette, FastAPI, Litestar, Quart, any ASGI app.
+
+.. code-block:: python
+
+    app.add_middleware(RateLimitMiddleware, limits="100/minute", exempt_paths=["/health"])
+
+Non-HTTP scopes (websocket, lifespan) pass straight through. A denied request gets a JSON 429
+(or ``on_denied``'s response); allowed responses get the rate-limit headers, added by wrapping
+``send``. Only the ASGI protocol is used: Starlette is imported, if installed, just to hand custom
+key/cost/limit functions a ``starlette.requests.Request``; otherwise they get the ASGI scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ratekeeper.decision import Decision
+from ratekeeper.integrations._core import Engine, LimitRule, LimitSpec, Outcome, RequestView
+
+__all__ = ["HEADERS_SCOPE_KEY", "LimitRule", "RateLimitMiddleware", "send_denial", "view_of"]
+
+# The ASGI types, spelled as Starlette spells them (so the middleware type-checks there).
+Scope = Any
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[Any, Receive, Send], Awaitable[None]]
+
+# Route-level limits (FastAPI decorator/dependency) leave their headers here; the middleware
+# sends them (they are more specific than its own).
+HEADERS_SCOPE_KEY = "ratekeeper.headers"
+
+try:  # only to give custom functions a friendly request object
+    from starlette.requests import Request as _Request
+except ImportError:  # pragma: no cover - Litestar or bare ASGI without Starlette
+    _Request = None  # type: ignore[assignment,misc]
+
+
+def view_of(scope: Scope, native: Any = None) -> RequestView:
+    """The neutral view of an ASGI HTTP scope."""
+    raw_headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+
+    def get_header(name: str) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        values = [value.decode("latin-1") for key, value in raw_headers if key.lower() == wanted]
+        return ", ".join(values) if values else None
+
+    client = scope.get("client")
+    route = scope.get("route")
+    if native is None:
+        native = _Request(scope) if _Request is not None else scope
+    return RequestView(
+        method=scope.get("method", "GET"),
+        path=scope.get("path", "/"),
+        get_header=get_header,
+        client=client[0] if client else None,
+        native=native,
+        route=getattr(route, "path", None),
+        get_user=lambda: scope.get("user"),
+    )
+
+
+def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
+
+
+async def send_denial(
+    engine: Engine, decision: Decision, native: Any, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Send the 429 for ``decision``: ``on_denied``'s response if it gives one (any ASGI
+    response object), else the JSON body with the rate-limit headers."""
+    custom = await engine.call_on_denied_async(native, decision)
+    if custom is not None:
+        await custom(scope, receive, send)
+        return
+    body = engine.denial_body(decision)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *_encode(engine.response_headers(decision)),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RateLimitMiddleware:
+    """Rate limit every HTTP request of an ASGI app.
+
+    ``limits``: the app-wide limit (rate string, `Limit`(s), or a callable of the request, sync or
+    async, returning one, e.g. by tenant tier); ``rules``: more `LimitRule`\\ s (per path, per
+    method, shared budgets by ``scope``); every other keyword is an :class:`Engine` option
+    (``key``, ``cost``, ``store``, ``trusted_proxies``, ``exempt_paths``, ``headers``,
+    ``on_denied``, ``on_store_error`` (default ``"allow"``)…). Or pass a ready ``engine``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: LimitSpec | None = None,
+        *,
+        engine: Engine | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        if engine is not None and (limits is not None or options):
+            raise TypeError("pass either engine= or limits and options, not both")
+        self.engine = engine if engine is not None else Engine(limits, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        engine = self.engine
+        view = view_of(scope)
+        outcome = Outcome() if engine.is_exempt(view) else await engine.check_async(view)
+        if not outcome.allowed:
+            assert outcome.decision is not None
+            await send_denial(engine, outcome.decision, view.native, scope, receive, send)
+            return
+        own = engine.response_headers(outcome.decision)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = dict(scope.get(HEADERS_SCOPE_KEY) or {})
+                for name, value in own.items():
+                    extra.setdefault(name, value)
+                if extra:
+                    present = {key.lower() for key, _ in message.get("headers", ())}
+                    added = {k: v for k, v in extra.items() if k.lower().encode() not in present}
+                    message["headers"] = [*message.get("headers", ()), *_encode(added)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,301 @@
+"""The framework-neutral engine: key functions, proxies, rules, costs, fallbacks."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+
+from ratekeeper import ConfigError, Limit
+from ratekeeper.integrations import (
+    Engine,
+    LimitRule,
+    RequestView,
+    api_key,
+    client_ip,
+    cost_from_header,
+    header,
+    path,
+    route,
+    user,
+)
+from ratekeeper.integrations._core import client_address, user_id
+from ratekeeper.testing import FakeClock
+
+from .conftest import AsyncDownStore, DownStore
+
+
+def view(
+    client: str | None = "203.0.113.7",
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    path: str = "/items/1",
+    route: str | None = None,
+    user: Any = None,
+) -> RequestView:
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    return RequestView(
+        method=method,
+        path=path,
+        get_header=lambda name: lowered.get(name.lower()),
+        client=client,
+        native={"headers": lowered},
+        route=route,
+        get_user=lambda: user,
+    )
+
+
+PROXIES = ["10.0.0.0/8", "2001:db8:ffff::/48"]
+
+
+class TestClientIp:
+    def test_peer_by_default_ignores_forwarded_headers(self) -> None:
+        key = client_ip()
+        spoofed = view(headers={"X-Forwarded-For": "1.1.1.1", "Forwarded": "for=2.2.2.2"})
+        assert key(spoofed) == "ip:203.0.113.7"
+
+    def test_untrusted_peer_is_the_client_even_with_proxies_configured(self) -> None:
+        assert client_ip(PROXIES)(view(headers={"X-Forwarded-For": "1.1.1.1"})) == "ip:203.0.113.7"
+
+    def test_trusted_proxy_uses_rightmost_untrusted_hop(self) -> None:
+        key = client_ip(PROXIES)
+        # the client forged "6.6.6.6"; the proxy appended the real address 198.51.100.9
+        v = view("10.0.0.2", {"X-Forwarded-For": "6.6.6.6, 198.51.100.9, 10.1.1.1"})
+        assert key(v) == "ip:198.51.100.9"
+
+    def test_every_hop_trusted_gives_leftmost(self) -> None:
+        v = view("10.0.0.2", {"X-Forwarded-For": "10.9.9.9, 10.1.1.1"})
+        assert client_ip(PROXIES)(v) == "ip:10.9.9.9"
+
+    def test_forwarded_rfc7239(self) -> None:
+        key = client_ip(PROXIES, proxy_header="Forwarded")
+        v = view(
+            "10.0.0.2",
+            {"Forwarded": 'for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, for=10.1.1.1'},
+        )
+        assert key(v) == "ip:2001:db8:cafe::17"
+        # with Forwarded configured, a client's own X-Forwarded-For means nothing
+        v = view("10.0.0.2", {"X-Forwarded-For": "6.6.6.6", "Forwarded": "for=198.51.100.1:80"})
+        assert key(v) == "ip:198.51.100.1"
+
+    def test_malformed_hop_falls_back_to_nearest_trusted_and_logs(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        v = view("10.0.0.2", {"X-Forwarded-For": "1.2.3.4, not-an-ip, 10.1.1.1"})
+        with caplog.at_level(logging.WARNING, "ratekeeper"):
+            assert client_ip(PROXIES)(v) == "ip:10.1.1.1"
+        assert "malformed" in caplog.text
+        assert client_ip(PROXIES)(view("10.0.0.2", {"X-Forwarded-For": ",,"})) == "ip:10.0.0.2"
+        assert client_ip(PROXIES)(view("10.0.0.2", {"X-Forwarded-For": ""})) == "ip:10.0.0.2"
+
+    def test_ipv4_with_port_mapped_and_v6_prefix(self) -> None:
+        assert client_ip(PROXIES)(view("10.0.0.2", {"X-Forwarded-For": "1.2.3.4:5678"})) == (
+            "ip:1.2.3.4"
+        )
+        assert client_ip()(view("::ffff:1.2.3.4")) == "ip:1.2.3.4"
+        assert client_ip(ipv6_prefix=64)(view("2001:db8:1:2:3:4:5:6")) == "ip:2001:db8:1:2::/64"
+
+    def test_non_ip_peer_is_used_verbatim(self) -> None:
+        assert client_ip()(view("testclient")) == "ip:testclient"
+        assert client_ip()(view(None)) == "ip:unknown"
+        assert client_address(view(None), ()) is None
+
+    def test_bad_proxy_config_fails_at_setup(self) -> None:
+        with pytest.raises(ConfigError, match="trusted proxy"):
+            client_ip(["10.0.0.0/33"])
+        with pytest.raises(ConfigError):
+            client_ip(ipv6_prefix=200)
+
+
+class TestKeys:
+    def test_header_and_api_key(self) -> None:
+        assert header("X-Tenant")(view(headers={"x-tenant": "acme"})) == "header:x-tenant:acme"
+        assert header("X-Tenant")(view()) == "ip:203.0.113.7"
+        hashed = api_key()(view(headers={"X-API-Key": "secret"}))
+        assert hashed.startswith("apikey:") and "secret" not in hashed
+        assert api_key()(view()) == "ip:203.0.113.7"
+        assert "tok" not in header("Authorization", hashed=True)(
+            view(headers={"authorization": "tok"})
+        )
+
+    def test_user_path_route(self) -> None:
+        class Anonymous:
+            is_authenticated = False
+
+        class Account:
+            is_authenticated = True
+            pk = 42
+
+        assert user()(view(user=Account())) == "user:42"
+        assert user()(view(user=Anonymous())) == "ip:203.0.113.7"
+        assert user()(view(user="alice")) == "user:alice"
+        assert path()(view()) == "path:/items/1"
+        assert route()(view(route="/items/{id}")) == "route:/items/{id}"
+        assert route()(view()) == "route:/items/1"
+        assert user_id(None) is None
+
+    def test_cost_from_header(self, caplog: pytest.LogCaptureFixture) -> None:
+        cost = cost_from_header("X-Batch", maximum=50)
+        assert cost(view(headers={"x-batch": "7"})) == 7
+        assert cost(view(headers={"x-batch": "1e9"})) == 50
+        assert cost(view()) == 1
+        with caplog.at_level(logging.WARNING, "ratekeeper"):
+            assert cost(view(headers={"x-batch": "lots"})) == 1
+            assert cost(view(headers={"x-batch": "-3"})) == 1
+            assert cost(view(headers={"x-batch": "nan"})) == 1
+        assert "bad X-Batch header" in caplog.text
+
+
+class TestEngine:
+    def test_one_limiter_per_distinct_limit(self) -> None:
+        tiers = {"a": "2/minute", "b": "5/minute"}
+        engine = Engine(lambda req: tiers[req["headers"]["x-tier"]], clock=FakeClock())
+        for tier in ["a", "b"] * 50:
+            engine.check(view(headers={"x-tier": tier}))
+        assert len(engine._limiters) == 2
+
+    def test_denial_then_retry(self) -> None:
+        clock = FakeClock()
+        engine = Engine("2/minute", clock=clock)
+        assert engine.check(view()).allowed
+        assert engine.check(view()).allowed
+        denied = engine.check(view())
+        assert not denied.allowed and denied.decision is not None
+        headers = engine.response_headers(denied.decision)
+        assert headers["Retry-After"] == "30"
+        clock.advance(30)
+        assert engine.check(view()).allowed
+
+    def test_header_groups(self) -> None:
+        engine = Engine("1/minute", headers=["retry-after"], clock=FakeClock())
+        engine.check(view())
+        denied = engine.check(view()).decision
+        assert engine.response_headers(denied) == {"Retry-After": "60"}
+        assert Engine("1/minute", headers=False).response_headers(denied) == {}
+        with pytest.raises(ConfigError, match="header groups"):
+            Engine(headers=["nope"])  # type: ignore[list-item]
+
+    def test_rules_methods_paths_and_shared_scope(self) -> None:
+        clock = FakeClock()
+        login = LimitRule("1/minute", scope="auth", methods=["post"], paths=["/login"])
+        signup = LimitRule("1/minute", scope="auth", paths=[re.compile(r"/signup$")])
+        engine = Engine(rules=[login, signup], clock=clock)
+        assert engine.check(view(method="GET", path="/login")).decision is None
+        assert engine.check(view(method="POST", path="/login")).allowed
+        assert not engine.check(view(method="POST", path="/signup")).allowed  # shared budget
+
+    def test_exempt(self) -> None:
+        engine = Engine("1/minute", exempt_paths=["/health", re.compile(r"^/static/.*\.css$")])
+        assert engine.is_exempt(view(path="/health/live"))
+        assert engine.is_exempt(view(path="/static/a.css"))
+        assert engine.is_exempt(view(method="OPTIONS"))
+        assert not engine.is_exempt(view(path="/static/a.js"))
+        assert Engine(enabled=False).is_exempt(view())
+
+    def test_bad_configuration_fails_at_setup(self) -> None:
+        with pytest.raises(ConfigError):
+            Engine("ten per fortnight")
+        with pytest.raises(ConfigError):
+            Engine("1/minute", algorithm="nope")
+        with pytest.raises(ConfigError):
+            Engine(store="carrier-pigeon://x")
+        with pytest.raises(ConfigError):
+            Engine(on_store_error="maybe")  # type: ignore[arg-type]
+        with pytest.raises(ConfigError):
+            LimitRule("1/minute", scope="x", cost=-1)
+        with pytest.raises(ConfigError):
+            LimitRule(42, scope="x")  # type: ignore[arg-type]
+
+    def test_broken_functions_never_raise(self, caplog: pytest.LogCaptureFixture) -> None:
+        def boom(request: object) -> str:
+            raise RuntimeError("bug in user code")
+
+        clock = FakeClock()
+        with caplog.at_level(logging.WARNING, "ratekeeper"):
+            # a key function that raises: keyed by client address instead
+            engine = Engine("1/minute", key=boom, clock=clock)
+            assert engine.check(view()).allowed
+            assert not engine.check(view()).allowed
+            assert engine.check(view("198.51.100.1")).allowed
+            # a cost function that raises or answers nonsense: cost 1
+            for bad_cost in (boom, lambda r: "abc", lambda r: -5, lambda r: float("inf")):
+                engine = Engine("3/minute", cost=bad_cost, clock=clock)
+                assert engine.check(view()).decision.remaining == 2  # type: ignore[union-attr]
+            # a dynamic limit that raises or is not a rate: not limited
+            for bad_limit in (boom, lambda r: "lots/fortnight", lambda r: 12):
+                engine = Engine(bad_limit, clock=clock)
+                outcome = engine.check(view())
+                assert outcome.allowed and outcome.decision is None
+        assert "raised" in caplog.text and "not a rate" in caplog.text
+
+    def test_key_returning_none_or_number(self) -> None:
+        clock = FakeClock()
+        engine = Engine("1/minute", key=lambda r: None, clock=clock)
+        engine.check(view())
+        assert not engine.check(view()).allowed
+        assert engine.check(view("198.51.100.1")).allowed
+        engine = Engine("1/minute", key=lambda r: 7, clock=clock)
+        engine.check(view())
+        assert not engine.check(view("198.51.100.1")).allowed  # both are key "7"
+
+    def test_limit_none_means_unlimited_and_limit_objects(self) -> None:
+        engine = Engine(lambda r: None)
+        assert engine.check(view()).decision is None
+        engine = Engine(lambda r: Limit(1, per=60), clock=FakeClock())
+        engine.check(view())
+        assert not engine.check(view()).allowed
+
+    async def test_async_functions_in_async_check(self) -> None:
+        async def key(request: object) -> str:
+            return "k"
+
+        async def cost(request: object) -> int:
+            return 2
+
+        async def limit(request: object) -> str:
+            return "3/minute"
+
+        engine = Engine(limit, key=key, cost=cost, clock=FakeClock())
+        first = await engine.check_async(view())
+        assert first.allowed and first.decision.remaining == 1  # type: ignore[union-attr]
+        assert not (await engine.check_async(view("198.51.100.1"))).allowed
+
+    def test_async_functions_in_sync_check(self) -> None:
+        async def key(request: object) -> str:
+            return "k"
+
+        engine = Engine("1/minute", key=key, clock=FakeClock())
+        assert engine.check(view()).allowed
+        assert not engine.check(view("198.51.100.1")).allowed
+
+    async def test_async_function_raising_falls_back(self) -> None:
+        async def key(request: object) -> str:
+            raise RuntimeError("async bug")
+
+        engine = Engine("1/minute", key=key, clock=FakeClock())
+        assert (await engine.check_async(view())).allowed
+        assert (await engine.check_async(view("198.51.100.1"))).allowed
+
+    def test_store_outage_allows_and_logs(self, caplog: pytest.LogCaptureFixture) -> None:
+        engine = Engine("1/minute", store=DownStore())
+        with caplog.at_level(logging.WARNING, "ratekeeper"):
+            for _ in range(3):
+                outcome = engine.check(view())
+                assert outcome.allowed and outcome.decision is None
+        assert "unavailable" in caplog.text
+        deny = Engine("1/minute", store=DownStore(), on_store_error="deny")
+        assert not deny.check(view()).allowed
+
+    async def test_async_store_outage(self) -> None:
+        engine = Engine("1/minute", store=AsyncDownStore())
+        assert (await engine.check_async(view())).allowed
+        with pytest.raises(ConfigError, match="asynchronous"):
+            engine.check(view())
+        with pytest.raises(ConfigError, match="synchronous"):
+            await Engine("1/minute", store=DownStore()).check_async(view())
+
+    def test_memory_url_is_shared_by_sync_and_async(self) -> None:
+        engine = Engine("1/minute", store="memory://")
+        assert engine.sync_store() is engine.async_store().sync  # type: ignore[attr-defined]
