@@ -354,6 +354,9 @@ def build_client(url: str, aio: bool, options: dict[str, Any]) -> Callable[[], A
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme in ("redis", "rediss", "unix"):
+        database = parts.path.strip("/") if scheme != "unix" else ""
+        if database and not database.isdigit():
+            raise ConfigError(f"bad database {database!r} in redis URL {url!r}")
         try:
             pool = mod.BlockingConnectionPool.from_url(
                 url, max_connections=max_connections, timeout=pool_timeout, retry=retry, **options
