@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -291,10 +292,12 @@ class TestEngine:
     async def test_async_store_outage(self) -> None:
         engine = Engine("1/minute", store=AsyncDownStore())
         assert (await engine.check_async(view())).allowed
+        assert (await asyncio.to_thread(engine.check, view())).allowed  # sync code, async store
+        assert (await Engine("1/minute", store=DownStore()).check_async(view())).allowed
         with pytest.raises(ConfigError, match="asynchronous"):
-            engine.check(view())
+            engine.sync_store()
         with pytest.raises(ConfigError, match="synchronous"):
-            await Engine("1/minute", store=DownStore()).check_async(view())
+            Engine(store=DownStore()).async_store()
 
     def test_memory_url_is_shared_by_sync_and_async(self) -> None:
         engine = Engine("1/minute", store="memory://")

@@ -510,7 +510,8 @@ class Engine:
             raise ConfigError(
                 f"on_store_error must be 'allow', 'deny' or 'raise', got {on_store_error!r}"
             )
-        self.default_key: KeySpec = key or client_ip(trusted_proxies, proxy_header=proxy_header)
+        self.client_key = client_ip(trusted_proxies, proxy_header=proxy_header)
+        self.default_key: KeySpec = key or self.client_key
         if not callable(self.default_key):
             raise ConfigError(f"key must be a callable, got {key!r}")
         self.default_cost = cost
@@ -742,16 +743,19 @@ class Engine:
             _warn(
                 "key-none", "ratekeeper: key function %r returned %r; keying by client", func, value
             )
-        fallback = self.default_key if func is not self.default_key else client_ip()
-        if fallback is not func:
-            value = yield from self._call(fallback, view, "key")
+        if func is not self.client_key:  # the client address, honouring trusted proxies
+            value = yield from self._call(self.client_key, view, "key")
             if isinstance(value, str) and value:
                 return value
         return f"ip:{view.client or 'unknown'}"
 
     def check(self, view: RequestView, rules: Sequence[LimitRule] | None = None) -> Outcome:
         """Check ``view`` against ``rules`` (default: the engine's rules) with blocking limiters.
-        Awaitables returned by key/cost/limit functions are run to completion."""
+        Awaitables returned by key/cost/limit functions are run to completion; with only an
+        asyncio store, the asyncio check is run to completion."""
+        if self._sync_store is None and self._async_store is not None:
+            outcome: Outcome = _run_sync(self.check_async(view, rules))
+            return outcome
         flow = self._flow(view, self.rules if rules is None else rules, False)
         value: Any = None
         error: BaseException | None = None
@@ -770,7 +774,10 @@ class Engine:
     async def check_async(
         self, view: RequestView, rules: Sequence[LimitRule] | None = None
     ) -> Outcome:
-        """Check ``view`` against ``rules`` (default: the engine's rules) with asyncio limiters."""
+        """Check ``view`` against ``rules`` (default: the engine's rules) with asyncio limiters
+        (with only a synchronous store, the blocking check runs in a worker thread)."""
+        if self._async_store is None and self._sync_store is not None:
+            return await asyncio.to_thread(self.check, view, rules)
         flow = self._flow(view, self.rules if rules is None else rules, True)
         value: Any = None
         error: BaseException | None = None

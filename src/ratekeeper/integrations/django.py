@@ -72,8 +72,12 @@ def _load(value: Any) -> Any:
             raise ConfigError(f"RATEKEEPER: cannot import {value!r}: {exc}") from exc
         if callable(value) and not isinstance(value, ViewFunction):
             try:
-                if not inspect.signature(value).parameters:
-                    return value()  # e.g. "ratekeeper.integrations.client_ip"
+                params = inspect.signature(value).parameters.values()
+                if all(
+                    p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                    for p in params
+                ):
+                    return value()  # a factory such as "ratekeeper.integrations.user"
             except (TypeError, ValueError):
                 pass
     return value
