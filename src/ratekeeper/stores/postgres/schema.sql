@@ -1,0 +1,476 @@
+-- ratekeeper PostgreSQL schema: a line-by-line port of ratekeeper.algorithms (same tolerances,
+-- same float operations in the same order), tested against the Python reference on the same
+-- traces. Rendered by psycopg.sql with quoted identifiers: {state}, {meta}, {f_*}.
+-- Statements are separated by lines holding only "--;;".
+-- Every float is float8 (IEEE double, as in Python); "int(x)" of Python is trunc(x).
+
+CREATE TABLE IF NOT EXISTS {state} (
+    key text COLLATE "C" NOT NULL,
+    part text COLLATE "C" NOT NULL,
+    state float8[],
+    ids text[],
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (key, part)
+) WITH (fillfactor = 70)
+--;;
+-- Python's float floor division a // b (the exact floor of the real quotient): floor(a / b)
+-- can round up to an integer the true quotient is just below; the exact sign of a - n*b
+-- (Dekker's two-product) corrects it.
+CREATE OR REPLACE FUNCTION {f_floordiv}(a float8, b float8) RETURNS float8
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $rk$
+DECLARE
+    n float8 := floor(a / b);
+    p float8;
+    c float8;
+    ah float8;
+    al float8;
+    bh float8;
+    bl float8;
+BEGIN
+    IF n = 0 OR b = 0 THEN
+        RETURN n;
+    END IF;
+    p := n * b;
+    c := 134217729.0::float8 * n;
+    ah := c - (c - n);
+    al := n - ah;
+    c := 134217729.0::float8 * b;
+    bh := c - (c - b);
+    bl := b - bh;
+    IF (a - p) - (((ah * bh - p) + ah * bl + al * bh) + al * bl) < 0 THEN
+        n := n - 1;
+    END IF;
+    RETURN n;
+END
+$rk$
+--;;
+CREATE OR REPLACE FUNCTION {f_token_bucket}(
+    st float8[], now float8, cost float8, amount float8, per float8, cap float8,
+    OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
+    OUT retry_after float8, OUT delay float8)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+DECLARE
+    rate float8 := amount / per;
+    tokens float8;
+    last float8;
+BEGIN
+    delay := 0;
+    IF st IS NULL THEN
+        tokens := cap;
+        last := now;
+    ELSE
+        tokens := st[1];
+        last := st[2];
+        IF now > last THEN
+            tokens := least(cap, tokens + (now - last) * rate);
+            last := now;
+        END IF;
+    END IF;
+    IF cost <= tokens + rate * 1e-6::float8 THEN
+        tokens := greatest(tokens - cost, 0::float8);
+        ns := ARRAY[tokens, last];
+        ok := true;
+        remaining := trunc(tokens + 1e-9::float8);
+        reset_after := (cap - tokens) / rate;
+        retry_after := 0;
+    ELSE
+        ns := st;
+        ok := false;
+        remaining := trunc(tokens + 1e-9::float8);
+        reset_after := (cap - tokens) / rate;
+        retry_after := CASE WHEN cost > cap THEN 'Infinity'::float8 ELSE (cost - tokens) / rate END;
+    END IF;
+END
+$rk$
+--;;
+-- GCRA, and the leaky bucket when shaping (then delay = the backlog).
+CREATE OR REPLACE FUNCTION {f_gcra}(
+    st float8[], now float8, cost float8, amount float8, per float8, cap float8, shaping boolean,
+    OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
+    OUT retry_after float8, OUT delay float8)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+DECLARE
+    iv float8 := per / amount;
+    win float8 := cap * iv;
+    backlog float8 := 0;
+    after float8;
+BEGIN
+    delay := 0;
+    IF st IS NOT NULL AND st[1] > now THEN
+        backlog := st[1] - now;
+    END IF;
+    after := backlog + cost * iv;
+    IF after <= win + 1e-6::float8 THEN
+        ns := ARRAY[now + after];
+        ok := true;
+        remaining := greatest(trunc((win - after) / iv + 1e-9::float8), 0::float8);
+        reset_after := after;
+        retry_after := 0;
+        IF shaping THEN
+            delay := backlog;
+        END IF;
+    ELSE
+        ns := st;
+        ok := false;
+        remaining := trunc((win - backlog) / iv + 1e-9::float8);
+        reset_after := backlog;
+        retry_after := CASE WHEN cost > cap THEN 'Infinity'::float8 ELSE after - win END;
+    END IF;
+END
+$rk$
+--;;
+CREATE OR REPLACE FUNCTION {f_fixed_window}(
+    st float8[], now float8, cost float8, amount float8, per float8, cap float8,
+    OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
+    OUT retry_after float8, OUT delay float8)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+DECLARE
+    k float8 := {f_floordiv}(now + 1e-6::float8, per);
+    cnt float8 := 0;
+    endt float8;
+BEGIN
+    delay := 0;
+    IF st IS NOT NULL THEN
+        IF st[1] = k THEN
+            cnt := st[2];
+        ELSIF st[1] > k THEN
+            k := st[1];
+            cnt := st[2];
+        END IF;
+    END IF;
+    endt := (k + 1) * per - now;
+    IF cnt + cost <= amount THEN
+        cnt := cnt + cost;
+        ns := ARRAY[k, cnt];
+        ok := true;
+        retry_after := 0;
+    ELSE
+        ns := st;
+        ok := false;
+        retry_after := CASE WHEN cost > amount THEN 'Infinity'::float8 ELSE endt END;
+    END IF;
+    remaining := trunc(amount - cnt + 1e-9::float8);
+    reset_after := CASE WHEN cnt <> 0 THEN endt ELSE 0 END;
+END
+$rk$
+--;;
+CREATE OR REPLACE FUNCTION {f_sliding_window}(
+    st float8[], now float8, cost float8, amount float8, per float8, cap float8,
+    OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
+    OUT retry_after float8, OUT delay float8)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+DECLARE
+    t float8 := now + 1e-6::float8;
+    k float8 := {f_floordiv}(t, per);
+    prev float8 := 0;
+    cur float8 := 0;
+    start float8;
+    elapsed float8;
+    estimate float8;
+BEGIN
+    delay := 0;
+    IF st IS NOT NULL THEN
+        IF st[1] = k THEN
+            prev := st[2];
+            cur := st[3];
+        ELSIF st[1] = k - 1 THEN
+            prev := st[3];
+        ELSIF st[1] > k THEN
+            k := st[1];
+            prev := st[2];
+            cur := st[3];
+        END IF;
+    END IF;
+    start := k * per;
+    elapsed := least(greatest(t - start, 0::float8), per);
+    estimate := prev * (1 - elapsed / per) + cur;
+    IF estimate + cost <= amount + 1e-9::float8 THEN
+        cur := cur + cost;
+        ns := ARRAY[k, prev, cur];
+        ok := true;
+        remaining := greatest(trunc(amount - estimate - cost + 1e-9::float8), 0::float8);
+        retry_after := 0;
+    ELSE
+        ns := st;
+        ok := false;
+        IF cost > amount THEN
+            retry_after := 'Infinity'::float8;
+        ELSIF cur + cost <= amount THEN
+            retry_after := start + per * (1 - (amount - cur - cost) / prev) - now;
+        ELSE
+            retry_after := start + per + per * (1 - (amount - cost) / cur) - now;
+        END IF;
+        retry_after := greatest(retry_after, 0::float8);
+        remaining := greatest(trunc(amount - estimate + 1e-9::float8), 0::float8);
+    END IF;
+    IF cur <> 0 THEN
+        reset_after := start + 2 * per - now;
+    ELSIF prev <> 0 THEN
+        reset_after := start + per - now;
+    ELSE
+        reset_after := 0;
+    END IF;
+END
+$rk$
+--;;
+-- Sliding log. State: [t1, c1, t2, c2, ...] in insertion order.
+CREATE OR REPLACE FUNCTION {f_sliding_log}(
+    st float8[], now float8, cost float8, amount float8, per float8, cap float8,
+    OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
+    OUT retry_after float8, OUT delay float8)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+DECLARE
+    cutoff float8 := now + 1e-6::float8 - per;
+    kept float8[] := ARRAY[]::float8[];
+    used float8 := 0;
+    newest float8 := NULL;
+    freed float8;
+    i int;
+    e record;
+BEGIN
+    delay := 0;
+    IF st IS NOT NULL THEN
+        FOR i IN 1 .. coalesce(array_length(st, 1), 0) / 2 LOOP
+            IF st[2 * i - 1] > cutoff THEN
+                kept := kept || ARRAY[st[2 * i - 1], st[2 * i]];
+                used := used + st[2 * i];
+                newest := greatest(newest, st[2 * i - 1]);
+            END IF;
+        END LOOP;
+    END IF;
+    IF used + cost <= amount THEN
+        IF cost <> 0 THEN
+            kept := kept || ARRAY[now, cost];
+            newest := greatest(newest, now);
+        END IF;
+        ns := CASE WHEN cardinality(kept) > 0 THEN kept END;
+        ok := true;
+        remaining := trunc(amount - used - cost + 1e-9::float8);
+        reset_after := CASE WHEN newest IS NULL THEN 0 ELSE newest + per - now END;
+        retry_after := 0;
+    ELSE
+        ns := st;
+        ok := false;
+        IF cost > amount THEN
+            retry_after := 'Infinity'::float8;
+        ELSE
+            freed := used + cost - amount;
+            retry_after := 0;
+            FOR e IN
+                SELECT kept[2 * j - 1] AS t, kept[2 * j] AS c
+                FROM generate_series(1, cardinality(kept) / 2) AS j
+                ORDER BY 1, 2
+            LOOP
+                freed := freed - e.c;
+                IF freed <= 1e-9::float8 THEN
+                    retry_after := e.t + per - now;
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
+        retry_after := greatest(retry_after, 0::float8);
+        remaining := greatest(trunc(amount - used + 1e-9::float8), 0::float8);
+        reset_after := CASE WHEN newest IS NULL THEN 0 ELSE newest + per - now END;
+    END IF;
+END
+$rk$
+--;;
+CREATE OR REPLACE FUNCTION {f_apply}(
+    algo text, st float8[], now float8, cost float8, amount float8, per float8, cap float8,
+    OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
+    OUT retry_after float8, OUT delay float8)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+BEGIN
+    CASE algo
+    WHEN 'token_bucket' THEN
+        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
+        FROM {f_token_bucket}(st, now, cost, amount, per, cap);
+    WHEN 'gcra' THEN
+        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
+        FROM {f_gcra}(st, now, cost, amount, per, cap, false);
+    WHEN 'leaky_bucket' THEN
+        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
+        FROM {f_gcra}(st, now, cost, amount, per, cap, true);
+    WHEN 'fixed_window' THEN
+        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
+        FROM {f_fixed_window}(st, now, cost, amount, per, cap);
+    WHEN 'sliding_window' THEN
+        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
+        FROM {f_sliding_window}(st, now, cost, amount, per, cap);
+    WHEN 'sliding_log' THEN
+        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
+        FROM {f_sliding_log}(st, now, cost, amount, per, cap);
+    ELSE
+        RAISE EXCEPTION 'ratekeeper: unknown algorithm %', algo;
+    END CASE;
+END
+$rk$
+--;;
+-- Deletes up to `batch` expired rows, skipping rows another transaction holds. Returns the count.
+CREATE OR REPLACE FUNCTION {f_cleanup}(batch int) RETURNS int
+LANGUAGE plpgsql AS $rk$
+DECLARE
+    n int;
+BEGIN
+    DELETE FROM {state} WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM {state} WHERE expires_at < clock_timestamp()
+        LIMIT batch FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$rk$
+--;;
+-- One decision over every limit of a rule for one key, all-or-nothing, in one transaction.
+-- p_now NULL = the server's clock. Rows are locked in (key, part) order: no deadlocks.
+-- Returns 5 floats per limit, in the rule's order: ok (1/0), remaining, reset_after,
+-- retry_after, delay. A denial describes the limits that would have passed without this cost.
+CREATE OR REPLACE FUNCTION {f_hit}(
+    p_key text, p_parts text[], p_algo text, p_amounts float8[], p_pers float8[],
+    p_caps float8[], p_horizons float8[], p_cost float8, p_now float8, p_write boolean,
+    p_extra float8, p_cleanup int)
+RETURNS float8[]
+LANGUAGE plpgsql AS $rk$
+DECLARE
+    now_ float8 := coalesce(p_now, extract(epoch FROM clock_timestamp())::float8);
+    n int := cardinality(p_parts);
+    olds text[] := ARRAY[]::text[];
+    oks boolean[] := ARRAY[]::boolean[];
+    out_ float8[] := ARRAY[]::float8[];
+    all_ok boolean := true;
+    st float8[];
+    r record;
+    i int;
+BEGIN
+    IF p_write THEN
+        INSERT INTO {state} (key, part, state, expires_at)
+        SELECT p_key, p, NULL, clock_timestamp() FROM unnest(p_parts) AS p ORDER BY p
+        ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM {state} WHERE key = p_key AND part = ANY(p_parts) ORDER BY part
+        FOR UPDATE;
+    END IF;
+    FOR i IN 1 .. n LOOP
+        st := NULL;
+        SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END INTO st
+        FROM {state} AS s WHERE s.key = p_key AND s.part = p_parts[i];
+        olds := olds || st::text;
+        r := {f_apply}(p_algo, st, now_, p_cost, p_amounts[i], p_pers[i], p_caps[i]);
+        oks := oks || r.ok;
+        all_ok := all_ok AND r.ok;
+        out_ := out_ || ARRAY[CASE WHEN r.ok THEN 1 ELSE 0 END, r.remaining, r.reset_after,
+                              r.retry_after, r.delay]::float8[];
+        IF n = 1 AND r.ok AND p_write THEN
+            IF r.ns IS NULL THEN
+                DELETE FROM {state} WHERE key = p_key AND part = p_parts[1];
+            ELSE
+                UPDATE {state} SET state = r.ns,
+                    expires_at = clock_timestamp() + make_interval(secs => p_horizons[1] + p_extra)
+                WHERE key = p_key AND part = p_parts[1];
+            END IF;
+        END IF;
+    END LOOP;
+    IF n > 1 AND (all_ok AND p_write OR NOT all_ok) THEN
+        FOR i IN 1 .. n LOOP
+            IF all_ok THEN
+                r := {f_apply}(p_algo, olds[i]::float8[], now_, p_cost, p_amounts[i], p_pers[i],
+                               p_caps[i]);
+                IF r.ns IS NULL THEN
+                    DELETE FROM {state} WHERE key = p_key AND part = p_parts[i];
+                ELSE
+                    UPDATE {state} SET state = r.ns,
+                        expires_at = clock_timestamp()
+                            + make_interval(secs => p_horizons[i] + p_extra)
+                    WHERE key = p_key AND part = p_parts[i];
+                END IF;
+            ELSIF oks[i] THEN
+                r := {f_apply}(p_algo, olds[i]::float8[], now_, 0, p_amounts[i], p_pers[i],
+                               p_caps[i]);
+                out_[5 * i - 4] := CASE WHEN r.ok THEN 1 ELSE 0 END;
+                out_[5 * i - 3] := r.remaining;
+                out_[5 * i - 2] := r.reset_after;
+                out_[5 * i - 1] := r.retry_after;
+                out_[5 * i] := r.delay;
+            END IF;
+        END LOOP;
+    END IF;
+    IF p_cleanup > 0 THEN
+        PERFORM {f_cleanup}(p_cleanup);
+    END IF;
+    RETURN out_;
+END
+$rk$
+--;;
+-- Concurrency leases of one key: state = deadlines, ids = lease ids (same order).
+-- Returns 0 when granted, else the seconds until the earliest lease expires.
+CREATE OR REPLACE FUNCTION {f_lease_acquire}(
+    p_key text, p_id text, p_limit int, p_ttl float8, p_now float8, p_extra float8)
+RETURNS float8
+LANGUAGE plpgsql AS $rk$
+DECLARE
+    now_ float8 := coalesce(p_now, extract(epoch FROM clock_timestamp())::float8);
+    dls float8[];
+    lids text[];
+    kd float8[] := ARRAY[]::float8[];
+    ki text[] := ARRAY[]::text[];
+    i int;
+BEGIN
+    INSERT INTO {state} (key, part, state, expires_at)
+    VALUES (p_key, 'concurrency', NULL, clock_timestamp()) ON CONFLICT DO NOTHING;
+    SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END,
+           CASE WHEN s.expires_at > clock_timestamp() THEN s.ids END
+    INTO dls, lids
+    FROM {state} AS s WHERE s.key = p_key AND s.part = 'concurrency' FOR UPDATE;
+    FOR i IN 1 .. coalesce(cardinality(dls), 0) LOOP
+        IF dls[i] > now_ AND lids[i] <> p_id THEN
+            kd := kd || dls[i];
+            ki := ki || lids[i];
+        END IF;
+    END LOOP;
+    IF cardinality(kd) < p_limit THEN
+        kd := kd || (now_ + p_ttl);
+        ki := ki || p_id;
+        UPDATE {state} SET state = kd, ids = ki,
+            expires_at = clock_timestamp()
+                + make_interval(secs => greatest((SELECT max(d) FROM unnest(kd) AS d) - now_, 0)
+                                        + p_extra)
+        WHERE key = p_key AND part = 'concurrency';
+        RETURN 0;
+    END IF;
+    RETURN greatest((SELECT min(d) FROM unnest(kd) AS d) - now_, 0);
+END
+$rk$
+--;;
+CREATE OR REPLACE FUNCTION {f_lease_release}(p_key text, p_id text, p_now float8, p_extra float8)
+RETURNS void
+LANGUAGE plpgsql AS $rk$
+DECLARE
+    now_ float8 := coalesce(p_now, extract(epoch FROM clock_timestamp())::float8);
+    dls float8[];
+    lids text[];
+    kd float8[] := ARRAY[]::float8[];
+    ki text[] := ARRAY[]::text[];
+    i int;
+BEGIN
+    SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END,
+           CASE WHEN s.expires_at > clock_timestamp() THEN s.ids END
+    INTO dls, lids
+    FROM {state} AS s WHERE s.key = p_key AND s.part = 'concurrency' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(dls), 0) LOOP
+        IF dls[i] > now_ AND lids[i] <> p_id THEN
+            kd := kd || dls[i];
+            ki := ki || lids[i];
+        END IF;
+    END LOOP;
+    IF cardinality(kd) = 0 THEN
+        DELETE FROM {state} WHERE key = p_key AND part = 'concurrency';
+    ELSE
+        UPDATE {state} SET state = kd, ids = ki,
+            expires_at = clock_timestamp()
+                + make_interval(secs => greatest((SELECT max(d) FROM unnest(kd) AS d) - now_, 0)
+                                        + p_extra)
+        WHERE key = p_key AND part = 'concurrency';
+    END IF;
+END
+$rk$

@@ -1,0 +1,41 @@
+"""PostgreSQL backend of the conformance suite: the server started by ``scripts/test``
+(``RATEKEEPER_POSTGRES_URL``), tables with a per-session prefix, the caller's clock."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from ratekeeper.stores.postgres import AsyncPostgresStore, PostgresStore
+
+from . import Backend
+
+SCHEMA = "ratekeeper_test"
+PREFIX = f"t{uuid.uuid4().hex[:10]}_"
+
+
+def postgres_url() -> str:
+    url = os.environ.get("RATEKEEPER_POSTGRES_URL")
+    if not url:
+        pytest.fail(
+            "RATEKEEPER_POSTGRES_URL is not set: run the tests with scripts/test (or source the "
+            "env file written by `scripts/services start DIR`)"
+        )
+    return url
+
+
+def make_sync(**options: object) -> PostgresStore:
+    options = {"schema": SCHEMA, "table_prefix": PREFIX, "time_source": "client", **options}
+    return PostgresStore.from_url(postgres_url(), **options)
+
+
+def make_async(**options: object) -> AsyncPostgresStore:
+    options = {"schema": SCHEMA, "table_prefix": PREFIX, "time_source": "client", **options}
+    return AsyncPostgresStore.from_url(postgres_url(), **options)
+
+
+BACKENDS = [
+    Backend("postgres", make_sync=make_sync, make_async=make_async, marks=(pytest.mark.postgres,))
+]
