@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -302,3 +304,12 @@ class TestEngine:
     def test_memory_url_is_shared_by_sync_and_async(self) -> None:
         engine = Engine("1/minute", store="memory://")
         assert engine.sync_store() is engine.async_store().sync  # type: ignore[attr-defined]
+
+
+def test_frameworks_are_imported_lazily() -> None:
+    code = (
+        "import sys, ratekeeper, ratekeeper.integrations\n"
+        "frameworks = {'fastapi', 'starlette', 'flask', 'django', 'aiohttp'}\n"
+        "assert not frameworks & set(sys.modules), frameworks & set(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -63,7 +62,3 @@ def test_real_server(served: tuple[str, FakeClock]) -> None:
         assert c.get("/health").status_code == 200
         clock.advance(12)
         assert c.get("/search", headers=free).status_code == 200
-
-
-def test_example_file_exists() -> None:
-    assert (Path(__file__).resolve().parents[2] / "examples" / "fastapi_tiers.py").is_file()

@@ -16,7 +16,6 @@ raises or is not a rate skips the rule; each is logged (at most once a minute pe
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import inspect
 import ipaddress
@@ -31,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+from ratekeeper.algorithms import get_algorithm
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError
 from ratekeeper.limiter import AsyncRateLimiter, OnStoreError, RateLimiter
@@ -516,7 +516,7 @@ class Engine:
             raise ConfigError(f"key must be a callable, got {key!r}")
         self.default_cost = cost
         self.algorithm = algorithm
-        RateLimiter("1/second", algorithm=algorithm)  # a bad algorithm name fails here
+        get_algorithm(algorithm)  # a bad algorithm name fails here, not on the first request
         self.clock = clock
         self.on_store_error: OnStoreError = on_store_error
         self.exempt_paths = _path_matchers(exempt_paths)
@@ -847,12 +847,3 @@ def scope_of(func: Callable[..., Any]) -> str:
     module = getattr(func, "__module__", None) or "?"
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
     return f"{module}.{name}"
-
-
-def is_async_callable(func: Any) -> bool:
-    """True for coroutine functions, partials of them and objects with an async ``__call__``."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)  # noqa: B004
-    )

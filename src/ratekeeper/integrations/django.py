@@ -91,7 +91,13 @@ def engine_from_settings(config: dict[str, Any]) -> Engine:
         if option == "default_limits":
             option = "limits"
         if option == "rules":
-            value = [LimitRule(**dict(rule)) for rule in value]
+            try:
+                value = [
+                    LimitRule(**{"scope": f"rule-{i}", **dict(rule)})
+                    for i, rule in enumerate(value)
+                ]
+            except TypeError as exc:
+                raise ConfigError(f"RATEKEEPER['RULES']: {exc}") from exc
         elif option in _CALLABLE_OPTIONS and isinstance(value, str) and "/" not in value:
             value = _load(value)
         options[option] = value
