@@ -1,0 +1,434 @@
+"""The benchmark command: ``python -m benchmarks [--smoke] [--redis-url URL] [...]``.
+
+Each case builds every library that offers it, warms them up, then measures them interleaved
+(the order rotates every repeat), several repeats, and reports the median, the spread and the
+ratio to ratekeeper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import adapters as ad
+from benchmarks.adapters import FAMILIES, Contender, Factory
+from benchmarks.measure import (
+    bytes_per_key,
+    key_sequence,
+    ns_per_decision,
+    summarize,
+    tasks_rate,
+    threads_rate,
+)
+from benchmarks.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Section titles, in report order. The unit says how to read (and compare) the numbers.
+MEM_ONE = "Memory, sync, 1 key"
+MEM_MANY = "Memory, sync, 10,000 keys"
+THR_ONE = "Memory, 8 threads, 1 key"
+THR_MANY = "Memory, 8 threads, 10,000 keys"
+MEM_KEY = "Memory per key (100,000 keys)"
+RED_ONE = "Redis, sync, 1 key"
+RED_MANY = "Redis, sync, 10,000 keys"
+RED_ASYNC = "Redis, asyncio, 50 tasks, 10,000 keys"
+CACHE = "Redis, hot abusive key (over-limit local cache)"
+SECTIONS = (MEM_ONE, MEM_MANY, THR_ONE, THR_MANY, MEM_KEY, RED_ONE, RED_MANY, RED_ASYNC, CACHE)
+UNITS = {
+    MEM_ONE: "ns",
+    MEM_MANY: "ns",
+    THR_ONE: "dec/s",
+    THR_MANY: "dec/s",
+    MEM_KEY: "B/key",
+    RED_ONE: "ns",
+    RED_MANY: "ns",
+    RED_ASYNC: "dec/s",
+    CACHE: "dec/s",
+}
+HIGHER_IS_BETTER = {"dec/s"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    mem_n: int  # decisions per sample, memory cases
+    threads_n: int
+    redis_n: int
+    async_n: int
+    cache_n: int
+    keys_for_memory: int
+    repeats: int
+    warmup: int  # decisions before the first sample
+
+
+FULL = Settings(
+    mem_n=20_000,
+    threads_n=40_000,
+    redis_n=2_000,
+    async_n=10_000,
+    cache_n=4_000,
+    keys_for_memory=100_000,
+    repeats=5,
+    warmup=2_000,
+)
+SMOKE = Settings(
+    mem_n=200,
+    threads_n=400,
+    redis_n=40,
+    async_n=200,
+    cache_n=100,
+    keys_for_memory=500,
+    repeats=2,
+    warmup=20,
+)
+
+
+@dataclass
+class Row:
+    section: str
+    family: str
+    library: str
+    algorithm: str
+    value: float  # median
+    spread: float  # (max - min) / median
+    unit: str
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "ns":
+        return f"{value / 1000:,.2f} µs" if value >= 10_000 else f"{value:,.0f} ns"
+    if unit == "dec/s":
+        return f"{value:,.0f}/s"
+    return f"{value:,.0f} B"
+
+
+class Runner:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.rows: list[Row] = []
+        self.run_id = uuid.uuid4().hex[:8]
+
+    def add(self, section: str, family: str, contender: Contender, samples: Sequence[float]) -> Row:
+        median, spread = summarize(samples)
+        row = Row(
+            section,
+            family,
+            contender.library,
+            contender.algorithm,
+            median,
+            spread,
+            UNITS[section],
+        )
+        self.rows.append(row)
+        log(
+            f"  {family:15} {contender.library:15} {contender.algorithm:28} "
+            f"{fmt(median, row.unit):>16}  ±{spread * 100:4.1f}%"
+        )
+        return row
+
+    # -------------------------------------------------------------------- generic drivers
+
+    def compare_sync(
+        self,
+        section: str,
+        family: str,
+        factories: Sequence[Factory | None],
+        keys: int,
+        n: int,
+        timer: Callable[[Callable[[str], Any], Sequence[str]], float] = ns_per_decision,
+    ) -> None:
+        seq = key_sequence(keys, n, f"{self.run_id}:{family}")
+        warm = seq[: self.s.warmup]
+        contenders = []
+        for build in factories:
+            contender = _built(build)
+            if contender is not None and _works(contender, lambda c: ns_per_decision(c.hit, warm)):
+                contenders.append(contender)
+        samples: list[list[float]] = [[] for _ in contenders]
+        try:
+            for repeat in range(self.s.repeats):
+                for i in _rotation(len(contenders), repeat):
+                    samples[i].append(timer(contenders[i].hit, seq))
+        finally:
+            for contender in contenders:
+                contender.close()
+        for contender, values in zip(contenders, samples, strict=True):
+            self.add(section, family, contender, values)
+
+    def compare_async(
+        self, section: str, family: str, factories: Sequence[Factory | None], n: int, tasks: int
+    ) -> None:
+        asyncio.run(self._compare_async(section, family, factories, n, tasks))
+
+    async def _compare_async(
+        self, section: str, family: str, factories: Sequence[Factory | None], n: int, tasks: int
+    ) -> None:
+        seq = key_sequence(10_000, n, f"{self.run_id}:{family}")
+        contenders = []
+        for build in factories:
+            contender = _built(build)
+            if contender is None:
+                continue
+            try:
+                await tasks_rate(contender.hit, seq[: self.s.warmup], tasks)
+            except Exception as exc:
+                log(f"  {family:15} {contender.library:15} FAILED, left out: {exc!r:.200}")
+                continue
+            contenders.append(contender)
+        samples: list[list[float]] = [[] for _ in contenders]
+        try:
+            for repeat in range(self.s.repeats):
+                for i in _rotation(len(contenders), repeat):
+                    samples[i].append(await tasks_rate(contenders[i].hit, seq, tasks))
+        finally:
+            for contender in contenders:
+                result = contender.close()
+                if asyncio.iscoroutine(result):
+                    await result
+        for contender, values in zip(contenders, samples, strict=True):
+            self.add(section, family, contender, values)
+
+    # -------------------------------------------------------------------- the cases
+
+    def memory(self) -> None:
+        for section, keys in ((MEM_ONE, 1), (MEM_MANY, 10_000)):
+            log(f"== {section} (ns per decision, lower is better)")
+            for family in FAMILIES:
+                self.compare_sync(section, family, memory_factories(family), keys, self.s.mem_n)
+
+    def threads(self) -> None:
+        def timer(hit: Callable[[str], Any], seq: Sequence[str]) -> float:
+            return threads_rate(hit, seq, 8)
+
+        for section, keys in ((THR_ONE, 1), (THR_MANY, 10_000)):
+            log(f"== {section} (decisions per second, higher is better)")
+            for family in FAMILIES:
+                factories = memory_factories(family)
+                self.compare_sync(section, family, factories, keys, self.s.threads_n, timer)
+
+    def memory_per_key(self) -> None:
+        log(f"== {MEM_KEY} (bytes per key, tracemalloc, lower is better)")
+        keys = self.s.keys_for_memory
+        for family in FAMILIES:
+            for build in memory_factories(family):
+                if build is None:
+                    continue
+                contender = build()
+                try:
+                    value = bytes_per_key(contender, keys)
+                finally:
+                    contender.close()
+                self.add(MEM_KEY, family, contender, [value])
+
+    def redis_sync(self, url: str) -> None:
+        floors = [ad.redis_floor(url, command) for command in ("EVALSHA", "PING", "INCR")]
+        for section, keys in ((RED_ONE, 1), (RED_MANY, 10_000)):
+            log(f"== {section} (ns per decision, lower is better)")
+            self.compare_sync(section, "floor", floors, keys, self.s.redis_n)
+            for family in FAMILIES:
+                self.compare_sync(
+                    section, family, redis_factories(family, url), keys, self.s.redis_n
+                )
+
+    def redis_async(self, url: str) -> None:
+        log(f"== {RED_ASYNC} (decisions per second, higher is better)")
+        self.compare_async(RED_ASYNC, "floor", [ad.redis_floor_async(url)], self.s.async_n, 50)
+        for family in FAMILIES:
+            factories = [
+                ad.ratekeeper_async(family, url) if has_redis_store() else None,
+                ad.limits_async(family, url),
+                ad.throttled_async(family, url),
+            ]
+            self.compare_async(RED_ASYNC, family, factories, self.s.async_n, 50)
+
+    def local_cache(self, url: str) -> None:
+        """One key far over its limit, hammered: every decision is a denial."""
+        log(f"== {CACHE} (decisions per second, higher is better)")
+        if not has_redis_store():
+            log("  (skipped: ratekeeper.stores.redis is not available)")
+            return
+        from ratekeeper import Limit, RateLimiter
+
+        for family in ("fixed_window", "token_bucket", "gcra"):
+            contenders = []
+            for cache in (False, True):
+                try:
+                    limiter = RateLimiter(
+                        Limit(10, per=PER_HOUR),
+                        algorithm=family,
+                        store=url,
+                        local_cache=cache,  # type: ignore[call-arg]
+                    )
+                except TypeError:
+                    log("  (skipped: RateLimiter has no local_cache option)")
+                    return
+                name = "local_cache=True" if cache else "no cache"
+                contenders.append(
+                    Contender("ratekeeper", f"{family}, {name}", limiter.hit, limiter.close)
+                )
+            key = f"{self.run_id}:abusive:{family}"
+            seq = [key] * self.s.cache_n
+            samples: list[list[float]] = [[] for _ in contenders]
+            try:
+                for contender in contenders:
+                    for _ in range(20):  # spend the budget: every later hit is denied
+                        contender.hit(key)
+                for repeat in range(self.s.repeats):
+                    for i in _rotation(len(contenders), repeat):
+                        ns = ns_per_decision(contenders[i].hit, seq)
+                        samples[i].append(1e9 / ns)
+            finally:
+                for contender in contenders:
+                    contender.close()
+            for contender, values in zip(contenders, samples, strict=True):
+                self.add(CACHE, family, contender, values)
+
+
+PER_HOUR = 3600
+
+
+def _built(build: Factory | None) -> Contender | None:
+    """Build a contender; one that cannot be built is reported and left out."""
+    if build is None:
+        return None
+    try:
+        return build()
+    except Exception as exc:
+        log(f"  a contender could not be built, left out: {exc!r:.200}")
+        return None
+
+
+def _works(contender: Contender, warm_up: Callable[[Contender], object]) -> bool:
+    """Warm a contender up; one that fails is reported and left out (a broken store under
+    development must not stop the other measurements)."""
+    try:
+        warm_up(contender)
+    except Exception as exc:
+        log(f"  {contender.library:15} {contender.algorithm:28} FAILED, left out: {exc!r:.200}")
+        with contextlib.suppress(Exception):
+            contender.close()
+        return False
+    return True
+
+
+def _rotation(count: int, repeat: int) -> list[int]:
+    return [(repeat + i) % count for i in range(count)] if count else []
+
+
+def has_redis_store() -> bool:
+    try:
+        return importlib.util.find_spec("ratekeeper.stores.redis") is not None
+    except ImportError:
+        return False
+
+
+def memory_factories(family: str) -> list[Factory | None]:
+    return [ad.ratekeeper(family), ad.limits_(family), ad.throttled(family), ad.pyrate(family)]
+
+
+def redis_factories(family: str, url: str) -> list[Factory | None]:
+    return [
+        ad.ratekeeper(family, url) if has_redis_store() else None,
+        ad.limits_(family, url),
+        ad.throttled(family, url),
+    ]
+
+
+# ------------------------------------------------------------------------ command line
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny iteration counts (a check)")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="use this Redis (default: start a private redis-server on a free loopback port)",
+    )
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis cases")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="WORD",
+        help="run only the sections whose title contains WORD (repeatable; e.g. memory, redis)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="write benchmarks.md and benchmarks.png into this folder "
+        "(default: docs/ for a full run, nothing for --smoke)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    return parser.parse_args(argv)
+
+
+def run(argv: Sequence[str] | None = None) -> list[Row]:
+    args = parse_args(argv)
+    settings = SMOKE if args.smoke else FULL
+    runner = Runner(settings)
+    started = time.perf_counter()
+
+    def wanted(*sections: str) -> bool:
+        if not args.only:
+            return True
+        return any(w.lower() in s.lower() for w in args.only for s in sections)
+
+    if wanted(MEM_ONE, MEM_MANY):
+        runner.memory()
+    if wanted(THR_ONE, THR_MANY):
+        runner.threads()
+    if wanted(MEM_KEY):
+        runner.memory_per_key()
+    redis_sections = (RED_ONE, RED_MANY, RED_ASYNC, CACHE)
+    if not args.no_redis and wanted(*redis_sections):
+        url = args.redis_url or os.environ.get("RATEKEEPER_BENCH_REDIS_URL")
+        server = RedisServer() if url is None else None
+        if server is not None:
+            url = server.__enter__()
+            log(f"== started redis-server at {url}")
+        assert url is not None
+        try:
+            if wanted(RED_ONE, RED_MANY):
+                runner.redis_sync(url)
+            if wanted(RED_ASYNC):
+                runner.redis_async(url)
+            if wanted(CACHE):
+                runner.local_cache(url)
+        finally:
+            if server is not None:
+                server.__exit__()
+                log("== stopped redis-server")
+    elapsed = time.perf_counter() - started
+    log(f"== done in {elapsed:.1f} s")
+
+    output = args.output if args.output is not None else (None if args.smoke else ROOT / "docs")
+    if output is not None:
+        from benchmarks.report import write_report
+
+        md, png = write_report(runner.rows, output, settings, elapsed)
+        log(f"== wrote {md} and {png}")
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(row) for row in runner.rows], indent=1))
+    return runner.rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    run(argv if argv is not None else sys.argv[1:])
+    return 0
