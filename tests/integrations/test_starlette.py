@@ -219,6 +219,29 @@ async def test_websocket_and_lifespan_pass_through() -> None:
     assert seen == ["lifespan", "websocket", "websocket", "websocket"]
 
 
+async def test_lifespan_shutdown_closes_url_stores() -> None:
+    closed: list[str] = []
+    sent: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def nothing() -> dict[str, Any]:
+        return {}
+
+    async def record(message: Any) -> None:
+        sent.append(message["type"])
+
+    middleware = RateLimitMiddleware(app, "1/minute", store="memory://")
+
+    async def aclose() -> None:
+        closed.append("closed")
+
+    middleware.engine.aclose = aclose  # type: ignore[method-assign]
+    await middleware({"type": "lifespan"}, nothing, record)
+    assert closed == ["closed"] and sent == ["lifespan.shutdown.complete"]
+
+
 async def test_any_asgi_app() -> None:
     async def bare(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})

@@ -571,6 +571,18 @@ class Engine:
 
         _store_class(url, 1)  # unknown schemes and missing client libraries fail at setup
 
+    def close(self) -> None:
+        """Close the synchronous store if the engine built it from a URL."""
+        if isinstance(self._store_spec, str) and self._sync_store is not None:
+            self._sync_store.close()
+
+    async def aclose(self) -> None:
+        """Close the stores the engine built from a URL (call it on application shutdown)."""
+        if isinstance(self._store_spec, str):
+            if self._async_store is not None:
+                await self._async_store.close()
+            self.close()
+
     def sync_store(self) -> Store:
         if self._sync_store is None:
             if not isinstance(self._store_spec, str):

@@ -70,8 +70,13 @@ class Limiter:
         self.middleware = self._make_middleware()
 
     def setup(self, app: web.Application) -> None:
-        """Add :attr:`middleware` to ``app`` (or pass it in ``middlewares=``)."""
+        """Add :attr:`middleware` to ``app`` (or pass it in ``middlewares=``), and close the
+        stores built from a URL on cleanup."""
         app.middlewares.append(self.middleware)
+        app.on_cleanup.append(self._cleanup)
+
+    async def _cleanup(self, app: web.Application) -> None:
+        await self.engine.aclose()
 
     async def _denial(self, request: web.Request, decision: Decision) -> web.StreamResponse:
         custom = await self.engine.call_on_denied_async(request, decision)

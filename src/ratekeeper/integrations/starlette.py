@@ -4,7 +4,8 @@
 
     app.add_middleware(RateLimitMiddleware, limits="100/minute", exempt_paths=["/health"])
 
-Non-HTTP scopes (websocket, lifespan) pass straight through. A denied request gets a JSON 429
+Non-HTTP scopes (websocket, lifespan) pass straight through (at lifespan shutdown, stores built
+from a URL are closed). A denied request gets a JSON 429
 (or ``on_denied``'s response); allowed responses get the rate-limit headers, added by wrapping
 ``send``. Only the ASGI protocol is used: Starlette is imported, if installed, just to hand custom
 key/cost/limit functions a ``starlette.requests.Request``; otherwise they get the ASGI scope.
@@ -109,7 +110,20 @@ class RateLimitMiddleware:
             raise TypeError("pass either engine= or limits and options, not both")
         self.engine = engine if engine is not None else Engine(limits, **options)
 
+    def _closing(self, send: Send) -> Send:
+        """Close the stores built from a URL when the app reports its shutdown complete."""
+
+        async def send_and_close(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.engine.aclose()
+            await send(message)
+
+        return send_and_close
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
