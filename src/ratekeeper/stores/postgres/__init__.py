@@ -26,15 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Self
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, StoreUnavailable
 from ratekeeper.stores.base import Rule
 from ratekeeper.stores.postgres._core import (
+    LAST_ERRORS,
     MISSING_SCHEMA,
     UNAVAILABLE,
     Migration,
@@ -45,8 +49,7 @@ from ratekeeper.stores.postgres._core import (
 
 __all__ = ["AsyncPostgresStore", "PostgresStore"]
 
-# The last connection error per connection string, so that "no connection in time" can say why.
-_LAST_ERRORS: dict[str, BaseException] = {}
+_SLICE = 0.05  # seconds: how often a caller waiting for a connection re-checks the server
 
 
 class _Connection(psycopg.Connection[Any]):
@@ -55,9 +58,9 @@ class _Connection(psycopg.Connection[Any]):
         try:
             conn = super().connect(conninfo, **kwargs)
         except Exception as exc:
-            _LAST_ERRORS[conninfo] = exc
+            LAST_ERRORS[conninfo] = exc
             raise
-        _LAST_ERRORS.pop(conninfo, None)
+        LAST_ERRORS.pop(conninfo, None)
         return conn
 
 
@@ -67,9 +70,9 @@ class _AsyncConnection(psycopg.AsyncConnection[Any]):
         try:
             conn = await super().connect(conninfo, **kwargs)
         except Exception as exc:
-            _LAST_ERRORS[conninfo] = exc
+            LAST_ERRORS[conninfo] = exc
             raise
-        _LAST_ERRORS.pop(conninfo, None)
+        LAST_ERRORS.pop(conninfo, None)
         return conn
 
 
@@ -142,11 +145,33 @@ class PostgresStore(PostgresCore):
                     raise
                 self._ready = False  # the schema was dropped: set it up again, retry once
             except UNAVAILABLE as exc:
-                raise self.unavailable(exc, _LAST_ERRORS.get(self._conninfo)) from exc
+                raise self.unavailable(exc, LAST_ERRORS.get(self._conninfo)) from exc
         raise AssertionError("unreachable")
 
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, waiting in short slices so that a server found refusing or
+        down answers at once (see `PostgresCore.keep_waiting`)."""
+        deadline = time.monotonic() + self.pool_wait()
+        while True:
+            try:
+                cm = self.pool.connection(min(_SLICE, max(deadline - time.monotonic(), 0.001)))
+                conn = cm.__enter__()
+            except PoolTimeout:
+                if self.keep_waiting(deadline):
+                    continue
+                raise
+            break
+        try:
+            yield conn
+        except BaseException as exc:
+            if not cm.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            cm.__exit__(None, None, None)
+
     def _migrate(self, force: bool) -> bool:
-        with self.pool.connection(self.pool_wait()) as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             flow: Migration = self.migration(force)
             result: Any = None
             while True:
@@ -170,7 +195,7 @@ class PostgresStore(PostgresCore):
         except UNAVAILABLE as exc:
             if isinstance(exc, StoreUnavailable):
                 raise
-            raise self.unavailable(exc, _LAST_ERRORS.get(self._conninfo)) from exc
+            raise self.unavailable(exc, LAST_ERRORS.get(self._conninfo)) from exc
 
     def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         return self.parse_hit(
@@ -288,12 +313,35 @@ class AsyncPostgresStore(PostgresCore):
                     raise
                 self._ready = False
             except UNAVAILABLE as exc:
-                raise self.unavailable(exc, _LAST_ERRORS.get(self._conninfo)) from exc
+                raise self.unavailable(exc, LAST_ERRORS.get(self._conninfo)) from exc
         raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def _connection(
+        self, pool: AsyncConnectionPool[Any]
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection, waiting in short slices (see `PostgresStore._connection`)."""
+        deadline = time.monotonic() + self.pool_wait()
+        while True:
+            try:
+                cm = pool.connection(min(_SLICE, max(deadline - time.monotonic(), 0.001)))
+                conn = await cm.__aenter__()
+            except PoolTimeout:
+                if self.keep_waiting(deadline):
+                    continue
+                raise
+            break
+        try:
+            yield conn
+        except BaseException as exc:
+            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await cm.__aexit__(None, None, None)
 
     async def _migrate(self, force: bool) -> bool:
         pool = await self._get_pool()
-        async with pool.connection(self.pool_wait()) as conn, conn.transaction():
+        async with self._connection(pool) as conn, conn.transaction():
             flow: Migration = self.migration(force)
             result: Any = None
             while True:
@@ -312,7 +360,7 @@ class AsyncPostgresStore(PostgresCore):
         except UNAVAILABLE as exc:
             if isinstance(exc, StoreUnavailable):
                 raise
-            raise self.unavailable(exc, _LAST_ERRORS.get(self._conninfo)) from exc
+            raise self.unavailable(exc, LAST_ERRORS.get(self._conninfo)) from exc
 
     async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         args = self.hit_args(key, rule, cost, now, True)

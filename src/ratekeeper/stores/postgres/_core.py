@@ -53,6 +53,10 @@ MISSING_SCHEMA: tuple[type[BaseException], ...] = (
     psycopg.errors.InvalidSchemaName,
 )
 
+# The last connection error per connection string (cleared by a successful connection), so that
+# "no connection in time" can say why, and callers stop waiting for a server that refuses them.
+LAST_ERRORS: dict[str, BaseException] = {}
+
 _URL_OPTIONS = ("schema", "table_prefix", "time_source")
 _MAX_PLAIN_KEY = 200
 _HASHED = "sha256:"
@@ -70,7 +74,7 @@ _FUNCTIONS = (
     "lease_release",
 )
 # One statement as a driver runs it: (query, params, fetch rows?).
-Statement = tuple[sql.Composable | str, Sequence[Any], bool]
+Statement = tuple[sql.SQL | sql.Composed, Sequence[Any], bool]
 Migration = Generator[Statement, list[tuple[Any, ...]] | None, bool]
 
 
@@ -83,8 +87,8 @@ class Options:
     time_source: TimeSource = "server"
     connect_timeout: float = 2.0  # libpq's minimum is 2 s
     statement_timeout: float = 1.0  # seconds, set on every pooled connection
-    pool_timeout: float = 0.5  # seconds a caller waits for a pooled connection
-    down_timeout: float = 0.1  # the same wait while the server is known to be failing
+    pool_timeout: float = 5.0  # seconds a caller may queue for a free pooled connection
+    down_timeout: float = 0.1  # the wait while the server is known to be failing
     pool_min_size: int = 1
     pool_max_size: int = 16
     cleanup_interval: float | None = 60.0  # seconds between opportunistic cleanups; None: never
@@ -171,6 +175,8 @@ class PostgresCore:
         self._last_cleanup = time.monotonic()
         self._suspect_until = 0.0  # monotonic time until which pooled connections are checked
         self._failing = False  # the last call failed: wait only briefly for a connection
+        self._connected = False  # a call succeeded once
+        self._conninfo_text = ""
         prefix, schema = o.table_prefix, o.schema
         self.ids: dict[str, sql.Composable] = {
             "schema": sql.Identifier(schema),
@@ -212,9 +218,10 @@ class PostgresCore:
 
     def conninfo(self, base: str) -> str:
         """The connection string with the connect timeout (unless the URL sets one)."""
-        if "connect_timeout" in conninfo_to_dict(base):
-            return base
-        return make_conninfo(base, connect_timeout=max(2, round(self.options.connect_timeout)))
+        if "connect_timeout" not in conninfo_to_dict(base):
+            base = make_conninfo(base, connect_timeout=max(2, round(self.options.connect_timeout)))
+        self._conninfo_text = base
+        return base
 
     def _rule_args(self, rule: Rule) -> _RuleArgs:
         args = self._rules.get(rule.parts)
@@ -340,8 +347,20 @@ class PostgresCore:
     # -- failures ------------------------------------------------------------------------------
 
     def pool_wait(self) -> float:
-        """How long to wait for a pooled connection: short while the server is known down."""
-        return self.options.down_timeout if self._failing else self.options.pool_timeout
+        """How long to wait for a pooled connection: ``pool_timeout`` when all is well (callers
+        queue for a free connection), ``down_timeout`` while the server is known to be failing,
+        the connect timeout until a first connection was made."""
+        o = self.options
+        if self._failing:
+            return o.down_timeout
+        if not self._connected:
+            return min(o.pool_timeout, o.connect_timeout + 0.5)
+        return o.pool_timeout
+
+    def keep_waiting(self, deadline: float) -> bool:
+        """After a short wait for a pooled connection: wait more, unless the pool's last attempt
+        to connect failed (then the server is down, or refuses us: answer now)."""
+        return time.monotonic() < deadline and self._conninfo_text not in LAST_ERRORS
 
     def must_check(self) -> bool:
         """Whether a pooled connection should be tested before use (after a recent failure)."""
@@ -359,6 +378,7 @@ class PostgresCore:
 
     def healthy(self) -> None:
         self._failing = False
+        self._connected = True
 
 
 def _describe(exc: BaseException) -> str:

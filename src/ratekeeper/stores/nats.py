@@ -1,0 +1,467 @@
+"""NATS JetStream key-value stores (``nats://``): asyncio first, plus a synchronous wrapper.
+
+Layout: one KV entry per user key, holding every limit state of that key (for every rule that
+uses it) and its concurrency leases, as JSON. A decision reads the entry, runs the pure Python
+algorithms (:func:`ratekeeper.algorithms.evaluate`) and writes the result back with a
+compare-and-swap on the entry's revision (``kv.create`` for a new key, ``kv.update(...,
+last=revision)`` otherwise). A conflict means another app server wrote first: re-read and retry,
+with jittered backoff, at most ``max_retries`` times. Because all limits of a key live in one
+entry, a multi-limit decision is all-or-nothing; a denial writes nothing.
+
+Consistency: linearizable per user key (every admitted request is one successful CAS on one
+entry; no update is lost). NATS offers no server clock to read inside a CAS loop, so time is the
+caller's clock (the limiter's ``clock``, wall time by default): app servers whose clocks are
+skewed by d seconds disagree about refills by d (a token bucket may refill up to d x rate early
+or late; fixed windows switch d seconds apart). Keep app server clocks NTP-synchronized.
+
+Keys: KV key names allow only ``[-/_=.A-Za-z0-9]``, so a user key is stored as ``k`` +
+base64url(UTF-8 key), or ``h`` + sha256 hex when that would be longer than 200 characters.
+
+Expiry: each limit state records when it is fully replenished and is dropped on the next write
+of its entry after that; the bucket is created with ``ttl`` (max age, default one day) so that an
+entry idle that long disappears. ``ttl`` must be at least the longest period you use.
+
+A server that is down or restarting raises :class:`~ratekeeper.StoreUnavailable` at once while the
+client is reconnecting, or after ``timeout`` (0.5 s) for a request; the client reconnects by
+itself. A bad URL, an unreachable host or refused credentials raise `StoreUnavailable` at first
+use (or ``ping()``) within ``connect_timeout`` (1 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import random
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+
+from ratekeeper.algorithms import State, evaluate
+from ratekeeper.algorithms.concurrency import acquire_lease, release_lease
+from ratekeeper.decision import Decision
+from ratekeeper.errors import ConfigError, StoreUnavailable
+from ratekeeper.stores.base import Rule
+
+__all__ = ["AsyncNatsStore", "NatsStore", "kv_key"]
+
+T = TypeVar("T")
+
+_URL_OPTIONS = {"bucket": str, "ttl": float, "max_retries": int, "timeout": float}
+_MAX_PLAIN_KEY = 200
+_CACHE_SIZE = 10_000
+# Errors that mean "the server cannot be used right now".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    nats.errors.Error,  # timeouts, no servers, connection closed, no responders, JS API errors
+    OSError,
+    asyncio.TimeoutError,
+)
+_CONFLICT = nats.js.errors.KeyWrongLastSequenceError
+_MISSING = nats.js.errors.KeyNotFoundError  # KeyDeletedError included
+
+
+def kv_key(key: str) -> str:
+    """The KV key name of a user key (see the module docstring)."""
+    raw = key.encode("utf-8", "surrogatepass")
+    encoded = "k" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    if len(encoded) <= _MAX_PLAIN_KEY:
+        return encoded
+    return "h" + hashlib.sha256(raw).hexdigest()
+
+
+def _thaw(value: Any) -> State:
+    """JSON lists back into the tuples the algorithms use."""
+    if isinstance(value, list):
+        return tuple(_thaw(item) for item in value)
+    return value
+
+
+class _Entry:
+    """The decoded value of one KV entry: ``{part: [state, expires_at]}`` and the leases."""
+
+    __slots__ = ("leases", "now", "parts", "revision")
+
+    def __init__(self, data: bytes | None, revision: int) -> None:
+        self.revision = revision
+        self.now = -float("inf")  # states that expired by then are dropped when writing
+        doc = json.loads(data) if data else {}
+        self.parts: dict[str, list[Any]] = doc.get("s", {})
+        self.leases: State = _thaw(doc.get("l")) or None
+
+    def state(self, part: str, now: float) -> State:
+        item = self.parts.get(part)
+        if item is None or item[1] <= now:
+            return None
+        return _thaw(item[0])
+
+    def encode(self) -> bytes:
+        now = self.now
+        parts = {part: item for part, item in self.parts.items() if item[1] > now}
+        doc: dict[str, Any] = {"s": parts}
+        if self.leases:
+            doc["l"] = self.leases
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _split_url(url: str, options: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "nats":
+        raise ConfigError(f"not a NATS URL: {url!r}")
+    ours: dict[str, Any] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        kind = _URL_OPTIONS.get(name)
+        if kind is None:
+            raise ConfigError(f"unknown option {name!r} in NATS URL {url!r}")
+        try:
+            ours[name] = kind(value)
+        except ValueError:
+            raise ConfigError(f"bad value for {name!r} in NATS URL {url!r}") from None
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    if not hosts:
+        raise ConfigError(f"NATS URL {url!r} names no server")
+    servers = [f"nats://{host}" for host in hosts.split(",")]
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        ours.setdefault("user", unquote(user))
+        if password:
+            ours.setdefault("password", unquote(password))
+    return servers, {**ours, **options}
+
+
+class AsyncNatsStore:
+    """asyncio store on a JetStream KV bucket (see the module docstring for the model).
+
+    Options: ``bucket`` (default ``"ratekeeper"``), ``ttl`` (bucket max age in seconds, default
+    86400), ``max_retries`` (CAS attempts, default 64), ``timeout`` (per request, 0.5 s),
+    ``connect_timeout`` (1 s), ``user``/``password``/``token``, or an existing connection as
+    ``nc=`` (not closed by the store).
+    """
+
+    def __init__(
+        self,
+        servers: str | list[str] = "nats://127.0.0.1:4222",
+        *,
+        bucket: str = "ratekeeper",
+        ttl: float = 86400.0,
+        max_retries: int = 64,
+        timeout: float = 0.5,
+        connect_timeout: float = 1.0,
+        nc: Any = None,
+        **connect_options: Any,
+    ) -> None:
+        if not bucket or not all(c.isalnum() or c in "-_" for c in bucket):
+            raise ConfigError(f"bucket must be a name of letters, digits, - and _, got {bucket!r}")
+        if not ttl > 0 or not max_retries >= 1 or not timeout > 0 or not connect_timeout > 0:
+            raise ConfigError("ttl, timeout and connect_timeout must be > 0, max_retries >= 1")
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.bucket = bucket
+        self.ttl = float(ttl)
+        self.max_retries = max_retries
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self._connect_options = connect_options
+        self._nc: Any = nc
+        self._owns_nc = nc is None
+        self._kv: Any = None
+        self._lock: asyncio.Lock | None = None
+        self._locks: dict[str, list[Any]] = {}  # kv key -> [lock, users]
+        self._cache: dict[str, tuple[int, bytes]] = {}  # kv key -> what this store last wrote
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncNatsStore:
+        servers, options = _split_url(url, options)
+        return cls(servers, **options)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def _connect(self) -> Any:
+        nc = self._nc
+        if nc is None:
+            nc = await nats.connect(
+                self.servers,
+                connect_timeout=self.connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                error_cb=_quiet,
+                disconnected_cb=_quiet_cb,
+                reconnected_cb=_quiet_cb,
+                closed_cb=_quiet_cb,
+                **self._connect_options,
+            )
+            self._nc = nc
+        js = nc.jetstream(timeout=self.timeout)
+        try:
+            return await js.key_value(self.bucket)
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        try:
+            return await js.create_key_value(bucket=self.bucket, history=1, ttl=self.ttl)
+        except nats.js.errors.BadRequestError:  # created at the same time with another config
+            return await js.key_value(self.bucket)
+
+    async def _bucket(self) -> Any:
+        kv = self._kv
+        if kv is not None:
+            if self._nc.is_connected:
+                return kv
+            raise StoreUnavailable("nats unavailable: the connection is down (reconnecting)")
+        if self._closed:
+            raise StoreUnavailable("nats store is closed")
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._kv is None:
+                try:
+                    self._kv = await asyncio.wait_for(
+                        self._connect(), self.connect_timeout + self.timeout
+                    )
+                except _UNAVAILABLE as exc:
+                    await self._drop_failed_connection()
+                    raise _unavailable(exc) from exc
+            return self._kv
+
+    async def _drop_failed_connection(self) -> None:
+        """After a failed first connection, start afresh on the next call."""
+        nc, self._nc = self._nc, None
+        if nc is not None and self._owns_nc:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await nc.close()
+        elif nc is not None:
+            self._nc = nc
+
+    # -- the CAS loop --------------------------------------------------------------------------
+
+    async def _update(self, key: str, change: Callable[[_Entry], tuple[bool, T]]) -> T:
+        """Read the entry of ``key``, apply ``change`` (which returns whether to write and the
+        answer) and write it back if the revision did not move; retry on conflicts.
+
+        In-process, calls on one key take turns (so a process's tasks and threads do not fight
+        each other's CAS), and the entry this process last wrote is remembered: a write based on
+        it needs no read, and a conflict proves it stale. An answer that writes nothing is always
+        given from a fresh read.
+        """
+        kv = await self._bucket()
+        name = kv_key(key)
+        slot = self._locks.get(name)
+        if slot is None:
+            slot = self._locks[name] = [asyncio.Lock(), 0]
+        slot[1] += 1
+        try:
+            async with slot[0]:
+                return await self._cas(kv, name, key, change)
+        except StoreUnavailable:
+            raise
+        except _UNAVAILABLE as exc:
+            self._cache.pop(name, None)
+            raise _unavailable(exc) from exc
+        finally:
+            slot[1] -= 1
+            if not slot[1]:
+                del self._locks[name]
+
+    async def _cas(
+        self, kv: Any, name: str, key: str, change: Callable[[_Entry], tuple[bool, T]]
+    ) -> T:
+        cache = self._cache
+        cached = cache.get(name)
+        for attempt in range(self.max_retries):
+            if cached is not None:
+                entry = _Entry(cached[1], cached[0])
+            else:
+                try:
+                    got = await kv.get(name)
+                    entry = _Entry(got.value, got.revision or 0)
+                except _MISSING:
+                    entry = _Entry(None, 0)
+            write, answer = change(entry)
+            if not write:
+                if cached is not None:
+                    cached = None  # answer from a fresh read
+                    continue
+                return answer
+            data = entry.encode()
+            try:
+                if entry.revision:
+                    revision = await kv.update(name, data, last=entry.revision)
+                else:
+                    revision = await kv.create(name, data)
+            except _CONFLICT:
+                cache.pop(name, None)
+                if cached is None:
+                    await asyncio.sleep(random.uniform(0, min(0.0005 * 2**attempt, 0.02)))
+                cached = None
+                continue
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[name] = (revision, data)
+            return answer
+        raise StoreUnavailable(
+            f"nats: no consistent update of {key!r} after {self.max_retries} attempts (contention)"
+        )
+
+    async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return await self._decide(key, rule, cost, now, True)
+
+    async def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return await self._decide(key, rule, cost, now, False)
+
+    async def _decide(self, key: str, rule: Rule, cost: float, now: float, write: bool) -> Decision:
+        algorithm, limits, parts = rule.algorithm, rule.limits, rule.parts
+
+        def change(entry: _Entry) -> tuple[bool, Decision]:
+            states = [entry.state(part, now) for part in parts]
+            news, decision = evaluate(algorithm, limits, states, now, cost)
+            if news is None or not write or news == states:
+                return False, decision
+            for part, limit, new in zip(parts, limits, news, strict=True):
+                if new is None:
+                    entry.parts.pop(part, None)
+                else:
+                    entry.parts[part] = [new, now + algorithm.horizon(limit)]
+            entry.now = now
+            return True, decision
+
+        return await self._update(key, change)
+
+    async def reset(self, key: str, rule: Rule) -> None:
+        def change(entry: _Entry) -> tuple[bool, None]:
+            if not entry.revision:
+                return False, None
+            for part in rule.parts:
+                entry.parts.pop(part, None)
+            entry.leases = None
+            return True, None
+
+        await self._update(key, change)
+
+    async def acquire_lease(
+        self, key: str, lease_id: str, limit: int, ttl: float, now: float
+    ) -> float:
+        def change(entry: _Entry) -> tuple[bool, float]:
+            new, wait = acquire_lease(entry.leases, now, lease_id, limit, ttl)
+            if wait:
+                return False, wait
+            entry.leases = new
+            entry.now = now
+            return True, 0.0
+
+        return await self._update(key, change)
+
+    async def release_lease(self, key: str, lease_id: str, now: float) -> None:
+        def change(entry: _Entry) -> tuple[bool, None]:
+            if not entry.leases:
+                return False, None
+            entry.leases = release_lease(entry.leases, now, lease_id)
+            entry.now = now
+            return True, None
+
+        await self._update(key, change)
+
+    async def ping(self) -> None:
+        """Check the server answers (a JetStream request on the bucket)."""
+        kv = await self._bucket()
+        try:
+            await kv.status()
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
+    async def get_raw(self, key: str) -> bytes | None:
+        """The stored JSON of ``key`` (a plain KV get: for inspection and benchmarks)."""
+        kv = await self._bucket()
+        try:
+            return (await kv.get(kv_key(key))).value  # type: ignore[no-any-return]
+        except _MISSING:
+            return None
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
+    async def close(self) -> None:
+        self._closed = True
+        nc, self._nc, self._kv = self._nc, None, None
+        self._cache.clear()
+        if nc is not None and self._owns_nc:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await nc.close()
+
+
+class NatsStore:
+    """The synchronous face of :class:`AsyncNatsStore`: the same store, driven on a private event
+    loop in a daemon thread. Thread-safe; every thread shares one NATS connection."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="ratekeeper-nats", daemon=True
+        )
+        self._thread.start()
+        self.aio = AsyncNatsStore(*args, **options)
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> NatsStore:
+        servers, options = _split_url(url, options)
+        return cls(servers, **options)
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise StoreUnavailable("nats store is closed")
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result()
+
+    def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return self._call(self.aio.hit(key, rule, cost, now))
+
+    def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return self._call(self.aio.peek(key, rule, cost, now))
+
+    def reset(self, key: str, rule: Rule) -> None:
+        self._call(self.aio.reset(key, rule))
+
+    def acquire_lease(self, key: str, lease_id: str, limit: int, ttl: float, now: float) -> float:
+        return self._call(self.aio.acquire_lease(key, lease_id, limit, ttl, now))
+
+    def release_lease(self, key: str, lease_id: str, now: float) -> None:
+        self._call(self.aio.release_lease(key, lease_id, now))
+
+    def ping(self) -> None:
+        self._call(self.aio.ping())
+
+    def get_raw(self, key: str) -> bytes | None:
+        return self._call(self.aio.get_raw(key))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._call(self.aio.close())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py logs every disconnection through its callbacks; the store reports by raising."""
+
+
+async def _quiet_cb() -> None:
+    return None
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    text = " ".join(str(exc).split())
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return StoreUnavailable(f"nats unavailable: {detail}")
