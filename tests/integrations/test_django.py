@@ -224,6 +224,12 @@ def test_settings_key_by_dotted_path_and_user() -> None:
         assert c.get("/", headers={"X-User": "bob"}).status_code == 200
 
 
+def test_settings_rates_with_dots_are_rates() -> None:
+    with config(DEFAULT_LIMITS="1 per 1.5 minutes"):
+        c = Client()
+        assert [c.get("/").status_code for _ in range(2)] == [200, 429]
+
+
 def test_settings_rules_shared_budget() -> None:
     rules = [{"limit": "1/minute", "scope": "pages", "paths": ["/", "/async/"]}]
     with config(RULES=rules):

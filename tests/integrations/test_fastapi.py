@@ -266,3 +266,13 @@ async def test_store_outage_fails_open(caplog: pytest.LogCaptureFixture) -> None
             for _ in range(3):
                 assert (await c.get("/x")).status_code == 200
     assert "unavailable" in caplog.text
+
+
+def test_bad_rates_fail_at_definition() -> None:
+    from ratekeeper import ConfigError
+
+    with pytest.raises(ConfigError, match="fortnight"):
+        RateLimit("1/fortnight")
+    limiter = Limiter()
+    with pytest.raises(ConfigError, match="fortnight"):
+        limiter.limit("1/fortnight")(lambda: None)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -60,6 +61,7 @@ _OUTCOME = "_ratekeeper_outcome"
 _CALLABLE_OPTIONS = ("key", "cost", "on_denied", "limits", "clock")
 
 _engine: Engine | None = None
+_lock = threading.Lock()
 
 
 def _load(value: Any) -> Any:
@@ -83,6 +85,14 @@ def _load(value: Any) -> Any:
     return value
 
 
+def _is_rate(text: str) -> bool:
+    try:
+        to_limits(text)
+    except ConfigError:
+        return False
+    return True
+
+
 def engine_from_settings(config: dict[str, Any]) -> Engine:
     """An :class:`Engine` from a ``RATEKEEPER`` settings dict."""
     options: dict[str, Any] = {}
@@ -98,7 +108,7 @@ def engine_from_settings(config: dict[str, Any]) -> Engine:
                 ]
             except TypeError as exc:
                 raise ConfigError(f"RATEKEEPER['RULES']: {exc}") from exc
-        elif option in _CALLABLE_OPTIONS and isinstance(value, str) and "/" not in value:
+        elif option in _CALLABLE_OPTIONS and isinstance(value, str) and not _is_rate(value):
             value = _load(value)
         options[option] = value
     try:
@@ -110,9 +120,13 @@ def engine_from_settings(config: dict[str, Any]) -> Engine:
 def get_engine() -> Engine:
     """The engine configured by ``settings.RATEKEEPER`` (built once, reset on setting change)."""
     global _engine
-    if _engine is None:
-        _engine = engine_from_settings(dict(getattr(settings, "RATEKEEPER", {}) or {}))
-    return _engine
+    engine = _engine
+    if engine is None:
+        with _lock:  # one engine (one memory store) even when threads race at startup
+            if _engine is None:
+                _engine = engine_from_settings(dict(getattr(settings, "RATEKEEPER", {}) or {}))
+            engine = _engine
+    return engine
 
 
 def _reset(setting: str = "", **kwargs: Any) -> None:

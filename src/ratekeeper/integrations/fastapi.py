@@ -124,14 +124,15 @@ class RateLimit:
         self._make = functools.partial(
             self.engine.rule, limit, key=key, cost=cost, methods=methods, algorithm=algorithm
         )
-        self._fixed = self._make(scope=scope) if scope else None
+        template = self._make(scope=scope or "route")  # a bad rate fails here, at import time
+        self._fixed = template if scope else None
         self._rules: dict[str, LimitRule] = {}
 
     def _rule(self, request: Request) -> LimitRule:
         if self._fixed is not None:
             return self._fixed
         route = request.scope.get("route")
-        name = f"route:{request.method} {getattr(route, 'path', request.url.path)}"
+        name = f"route:{request.method} {getattr(route, 'path', '?')}"
         rule = self._rules.get(name)
         if rule is None:
             rule = self._rules[name] = self._make(scope=name)
