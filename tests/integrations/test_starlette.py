@@ -27,11 +27,16 @@ async def hello(request: Request) -> Response:
     return PlainTextResponse("hello")
 
 
+def hello_sync(request: Request) -> Response:  # Starlette runs it in the thread pool
+    return PlainTextResponse("hello sync")
+
+
 def make_app(**options: Any) -> Starlette:
     routes = [
         Route(p, hello, methods=["GET", "POST"])
         for p in ("/", "/a", "/b", "/health", "/login", "/signup", "/static/x.css")
     ]
+    routes.append(Route("/sync", hello_sync))
     app = Starlette(routes=routes)
     app.add_middleware(RateLimitMiddleware, **options)
     return app
@@ -176,7 +181,9 @@ async def test_store_outage_fails_open_and_logs(caplog: pytest.LogCaptureFixture
 async def test_store_outage_deny() -> None:
     app = make_app(limits="1/minute", store=AsyncDownStore(), on_store_error="deny")
     async with client(app) as c:
-        assert (await c.get("/")).status_code == 429
+        r = await c.get("/")
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+        assert "RateLimit" not in r.headers  # the budget is unknown
 
 
 async def test_on_denied_hook_and_headers_off() -> None:
@@ -254,3 +261,11 @@ async def test_any_asgi_app() -> None:
         assert (await c.get("/anything")).status_code == 429
     with pytest.raises(TypeError):
         RateLimitMiddleware(bare, "1/minute", engine=app.engine)
+
+
+async def test_sync_endpoint() -> None:
+    app = make_app(limits="1/minute", clock=FakeClock())
+    async with client(app) as c:
+        r = await c.get("/sync")
+        assert r.text == "hello sync" and r.headers["X-RateLimit-Remaining"] == "0"
+        assert (await c.get("/sync")).status_code == 429

@@ -631,9 +631,14 @@ class Engine:
         return any(match(view.path) for match in self.exempt_paths)
 
     def response_headers(self, decision: Decision | None) -> dict[str, str]:
-        """The rate-limit headers to send for ``decision`` (none for a store-outage fallback)."""
-        if decision is None or decision.fallback or not self.header_groups:
+        """The rate-limit headers to send for ``decision``. A store-outage fallback knows no
+        budget: none, except ``Retry-After`` when it denies (``on_store_error="deny"``)."""
+        if decision is None or not self.header_groups:
             return {}
+        if decision.fallback:
+            if decision.allowed or "retry-after" not in self.header_groups:
+                return {}
+            return {"Retry-After": str(max(1, math.ceil(decision.retry_after)))}
         groups = self.header_groups
         return {
             name: value
