@@ -216,3 +216,17 @@ def test_on_denied_and_enforce_in_view() -> None:
     assert r.status_code == 429 and r.json == {"message": "wait 60s"}
     assert get(app, "/enforced").status_code == 200
     assert get(app, "/enforced").status_code == 429
+
+
+def test_threads_admit_exactly_the_limit() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    app, _, _ = make_app(default_limits="10/minute")
+
+    @app.get("/")
+    def index() -> str:
+        return "hi"
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: get(app, "/").status_code, range(40)))
+    assert sorted(codes) == [200] * 10 + [429] * 30

@@ -269,3 +269,12 @@ async def test_sync_endpoint() -> None:
         r = await c.get("/sync")
         assert r.text == "hello sync" and r.headers["X-RateLimit-Remaining"] == "0"
         assert (await c.get("/sync")).status_code == 429
+
+
+async def test_concurrent_requests_admit_exactly_the_limit() -> None:
+    import asyncio
+
+    app = make_app(limits="10/minute", clock=FakeClock())
+    async with client(app) as c:
+        responses = await asyncio.gather(*(c.get("/") for _ in range(50)))
+    assert sorted(r.status_code for r in responses) == [200] * 10 + [429] * 40
