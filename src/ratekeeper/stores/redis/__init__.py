@@ -14,22 +14,37 @@ the commands it builds and hand the reply back to it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import asyncio
+from typing import Any, ClassVar, TypeAlias
+
+import redis.exceptions as rex
 
 from ratekeeper.decision import Decision
 from ratekeeper.stores.base import Rule
 from ratekeeper.stores.redis._core import (
+    FAST_RETRY,
     LEASE_ACQUIRE,
     LEASE_RELEASE,
+    LIMIT_SCRIPTS,
     UNAVAILABLE,
     NoScriptError,
     RedisCore,
     Script,
+    TimeSource,
     parse_decision,
     unavailable,
 )
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
+
+_MAX_PIPELINES = 4  # pipelines in flight at once per async store; more callers queue for the next
+
+
+_Item: TypeAlias = tuple[bytes, str, Rule, float, float, bool, "asyncio.Future[Any]"]
+
+
+def _script(rule: Rule) -> Script:
+    return LIMIT_SCRIPTS[rule.algorithm.name]
 
 
 class RedisStore(RedisCore):
@@ -55,12 +70,37 @@ class RedisStore(RedisCore):
             raise unavailable(exc) from exc
 
     def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
-        prepared, args = self.limit_command(key, rule, cost, now, True)
-        return parse_decision(prepared.limits, self._run(prepared.script, args))
+        return self._limit(key, rule, cost, now, True)
 
     def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
-        prepared, args = self.limit_command(key, rule, cost, now, False)
-        return parse_decision(prepared.limits, self._run(prepared.script, args))
+        return self._limit(key, rule, cost, now, False)
+
+    def _limit(self, key: str, rule: Rule, cost: float, now: float, write: bool) -> Decision:
+        pool = self._pool
+        if pool is not None:  # fast path: the pre-encoded command on a pooled connection
+            prepared, packet = self.limit_packet(key, rule, cost, now, write)
+            try:
+                conn = pool.get_connection(*self._get_args)
+            except UNAVAILABLE as exc:
+                raise unavailable(exc) from exc
+            try:
+                conn.send_packed_command((packet,))
+                reply = conn.read_response()
+            except FAST_RETRY as exc:  # NOSCRIPT, or a connection that died: the slow path
+                if not isinstance(exc, NoScriptError):
+                    conn.disconnect()
+                pool.release(conn)
+            except BaseException as exc:
+                conn.disconnect()
+                pool.release(conn)
+                if isinstance(exc, UNAVAILABLE):
+                    raise unavailable(exc) from exc
+                raise
+            else:
+                pool.release(conn)
+                return parse_decision(prepared, reply)
+        prepared, args = self.limit_command(key, rule, cost, now, write)
+        return parse_decision(prepared, self._run(prepared.script, args))
 
     def reset(self, key: str, rule: Rule) -> None:
         client = self._client or self._connect()
@@ -94,9 +134,106 @@ class RedisStore(RedisCore):
 
 class AsyncRedisStore(RedisCore):
     """The asyncio twin of :class:`RedisStore` on ``redis.asyncio`` (same arguments; ``client``
-    is a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``)."""
+    is a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``).
+
+    With ``pipelining=True`` (the default; not on Cluster) the scripts that concurrent tasks
+    call in one event-loop iteration go to Redis together, as one pipeline: each decision is
+    still one atomic ``EVALSHA``, but many share a round trip and a connection.
+    """
 
     _aio: ClassVar[bool] = True
+
+    def _setup(self, prefix: str, time_source: TimeSource, pipelining: bool) -> None:
+        super()._setup(prefix, time_source, pipelining)
+        self._pending: list[_Item] = []
+        self._scheduled = False
+        self._in_flight = 0
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return await self._limit(key, rule, cost, now, True)
+
+    async def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return await self._limit(key, rule, cost, now, False)
+
+    async def _limit(self, key: str, rule: Rule, cost: float, now: float, write: bool) -> Decision:
+        pool = self._pool
+        if pool is None:  # Cluster (or not connected yet): redis-py's own path
+            prepared, args = self.limit_command(key, rule, cost, now, write)
+            return parse_decision(prepared, await self._run(prepared.script, args))
+        prepared, packet = self.limit_packet(key, rule, cost, now, write)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        item = (packet, key, rule, cost, now, write, future)
+        if not self._pipelining:
+            await self._flush(pool, [item])
+            return parse_decision(prepared, await future)
+        self._pending.append(item)
+        if not self._scheduled and self._in_flight < _MAX_PIPELINES:
+            self._scheduled = True
+            future.get_loop().call_soon(self._launch, pool)
+        return parse_decision(prepared, await future)
+
+    def _launch(self, pool: Any) -> None:
+        """Send what the tasks queued during this loop iteration, as one pipeline."""
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._flush(pool, batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, pool: Any, batch: list[_Item]) -> None:
+        """Send a batch of pre-encoded commands on one connection and resolve their futures.
+        Each command is its own atomic script call; a NOSCRIPT reply goes through the slow path
+        (EVALSHA, then EVAL)."""
+        self._in_flight += 1
+        try:
+            results: list[Any] = []
+            try:
+                conn = await pool.get_connection(*self._get_args)
+            except UNAVAILABLE as exc:
+                results = [unavailable(exc)] * len(batch)
+            else:
+                try:
+                    await conn.send_packed_command((b"".join(item[0] for item in batch),))
+                    for _ in batch:
+                        try:
+                            results.append(await conn.read_response())
+                        except rex.ResponseError as exc:
+                            results.append(exc)
+                except BaseException as exc:
+                    await conn.disconnect()
+                    error = unavailable(exc) if isinstance(exc, UNAVAILABLE) else exc
+                    results += [error] * (len(batch) - len(results))
+                    if not isinstance(exc, Exception):
+                        raise
+                finally:
+                    await pool.release(conn)
+            for (_, key, rule, cost, now, write, future), result in zip(
+                batch, results, strict=True
+            ):
+                if isinstance(result, NoScriptError):
+                    try:
+                        _, args = self.limit_command(key, rule, cost, now, write)
+                        result = await self._run(_script(rule), args)
+                    except Exception as exc:
+                        result = exc
+                elif isinstance(result, UNAVAILABLE):
+                    result = unavailable(result)
+                if future.done():  # the task awaiting it was cancelled
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+        finally:
+            self._in_flight -= 1
+            for item in batch:  # never leave a waiter hanging
+                if not item[-1].done():
+                    item[-1].cancel()
+            if self._pending and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._launch, pool)
 
     async def _run(self, script: Script, args: tuple[Any, ...]) -> Any:
         client = self._client or self._connect()
@@ -107,14 +244,6 @@ class AsyncRedisStore(RedisCore):
                 return await client.execute_command("EVAL", script.source, *args)
         except UNAVAILABLE as exc:
             raise unavailable(exc) from exc
-
-    async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
-        prepared, args = self.limit_command(key, rule, cost, now, True)
-        return parse_decision(prepared.limits, await self._run(prepared.script, args))
-
-    async def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
-        prepared, args = self.limit_command(key, rule, cost, now, False)
-        return parse_decision(prepared.limits, await self._run(prepared.script, args))
 
     async def reset(self, key: str, rule: Rule) -> None:
         client = self._client or self._connect()
@@ -140,6 +269,8 @@ class AsyncRedisStore(RedisCore):
             raise unavailable(exc) from exc
 
     async def close(self) -> None:
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
         client = self._detach()
         if client is not None:
             for each in (client, *getattr(client, "_ratekeeper_also_close", ())):

@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import importlib.resources
 import inspect
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -25,6 +26,7 @@ from ratekeeper.stores.base import LEASE_PART, Rule
 __all__ = [
     "DEFAULTS",
     "UNAVAILABLE",
+    "FAST_RETRY",
     "NoScriptError",
     "Prepared",
     "RedisCore",
@@ -59,12 +61,15 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused/reset sockets, builtin TimeoutError (asyncio timeouts)
 )
 NoScriptError = rex.NoScriptError
+# Errors after which the fast path hands the command to redis-py (a fresh connection, retries);
+# a timeout is final (retrying it would double the wait on a hung server).
+FAST_RETRY: tuple[type[BaseException], ...] = (rex.ConnectionError, ConnectionError, NoScriptError)
 
-_HIT, _PEEK = b"1", b"0"
 # Keys live this much longer than the state needs (ms). With the caller's clock the server's TTL
 # cannot know how fast that clock moves, so keys are kept generously.
 _GRACE_SERVER_MS = 1000
 _GRACE_CLIENT_MS = 600_000
+_COSTS: dict[float, bytes] = {1: b"1", 0: b"0"}
 _MAX_PLAIN_KEY = 100  # longer user keys are hashed
 _BASE_CACHE_SIZE = 4096
 
@@ -119,15 +124,33 @@ def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
 LIMIT_SCRIPTS, LEASE_ACQUIRE, LEASE_RELEASE = _build_scripts()
 
 
-def _num(value: float) -> bytes:
-    """A number as the script reads it (``repr`` round-trips a float exactly)."""
-    return str(value).encode() if isinstance(value, int) else repr(float(value)).encode()
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _number(value: float) -> bytes:
+    """A number as redis-py would send it (``repr`` round-trips a float exactly)."""
+    return b"%d" % value if type(value) is int else repr(value).encode()
 
 
 class Prepared:
     """What a store precomputes once per rule: the script, the key suffixes, the packed limits."""
 
-    __slots__ = ("limits", "nkeys", "script", "sha", "suffixes", "tail")
+    __slots__ = (
+        "amount",
+        "head",
+        "hit_packet_tail",
+        "hit_tail",
+        "limit",
+        "limits",
+        "nkeys",
+        "peek_packet_tail",
+        "peek_tail",
+        "script",
+        "sha",
+        "suffixes",
+    )
 
     def __init__(self, rule: Rule, grace_ms: int) -> None:
         name = rule.algorithm.name
@@ -140,19 +163,40 @@ class Prepared:
         self.script = script
         self.sha = script.sha
         self.limits: tuple[Limit, ...] = rule.limits
+        self.limit = rule.limits[0]
+        self.amount = self.limit.amount
         self.nkeys = len(rule.limits)
         self.suffixes = tuple(part.encode() for part in rule.parts)
-        packed: list[bytes] = [str(grace_ms).encode()]
+        numbers: list[float] = [grace_ms]
         for limit in rule.limits:
-            packed += [_num(limit.amount), _num(limit.per), _num(limit.capacity)]
-        self.tail = tuple(packed)
+            numbers += [limit.amount, limit.per, limit.capacity]
+        layout = f"<{len(numbers) + 1}d"
+        # the third ARGV of limits.lua: write flag, extra TTL, then amount, per, capacity each
+        self.hit_tail = struct.pack(layout, 1, *numbers)
+        self.peek_tail = struct.pack(layout, 0, *numbers)
+        # The same command pre-encoded in RESP, for the drivers' fast path:
+        # EVALSHA sha nkeys key... now cost tail
+        self.head = b"*%d\r\n" % (6 + self.nkeys) + b"".join(
+            map(_bulk, (b"EVALSHA", self.sha.encode(), b"%d" % self.nkeys))
+        )
+        self.hit_packet_tail = _bulk(self.hit_tail)
+        self.peek_packet_tail = _bulk(self.peek_tail)
 
 
-def parse_decision(limits: Sequence[Limit], reply: Sequence[Any]) -> Decision:
-    """The decision from a limit script's reply (5 items per limit)."""
-    if len(limits) == 1:
-        return from_rows(limits, (reply,))
-    return from_rows(limits, [reply[i : i + 5] for i in range(0, len(reply), 5)])
+def parse_decision(prepared: Prepared, reply: Sequence[Any]) -> Decision:
+    """The decision from a limit script's reply (5 items per limit), as
+    :func:`ratekeeper.decision.from_rows` builds it (inlined for the common single limit)."""
+    if prepared.nkeys == 1:
+        return Decision(
+            reply[0] == 1,
+            prepared.amount,
+            reply[1],
+            float(reply[2]),
+            float(reply[3]),
+            float(reply[4]),
+            prepared.limit,
+        )
+    return from_rows(prepared.limits, [reply[i : i + 5] for i in range(0, len(reply), 5)])
 
 
 class RedisCore:
@@ -170,9 +214,14 @@ class RedisCore:
     _aio: ClassVar[bool] = False
 
     def __init__(
-        self, client: Any = None, *, prefix: str = "rk", time_source: TimeSource = "server"
+        self,
+        client: Any = None,
+        *,
+        prefix: str = "rk",
+        time_source: TimeSource = "server",
+        pipelining: bool = True,
     ) -> None:
-        self._setup(prefix, time_source)
+        self._setup(prefix, time_source, pipelining)
         kind = "redis.asyncio" if self._aio else "synchronous redis"
         if client is None:
             raise ConfigError(
@@ -180,12 +229,18 @@ class RedisCore:
             )
         if _is_async_client(client) != self._aio:
             raise ConfigError(f"{type(self).__name__} needs a {kind} client, got {client!r}")
-        self._client: Any = client
         self._factory: Callable[[], Any] | None = None
+        self._bind(client)
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "rk", time_source: TimeSource = "server", **options: Any
+        cls,
+        url: str,
+        *,
+        prefix: str = "rk",
+        time_source: TimeSource = "server",
+        pipelining: bool = True,
+        **options: Any,
     ) -> Self:
         """A store with its own client and pool, created on first use. Options (defaults):
         ``socket_timeout`` (0.5 s), ``socket_connect_timeout`` (0.5 s), ``retries`` (1 immediate
@@ -195,12 +250,12 @@ class RedisCore:
         if unknown:
             raise ConfigError(f"from_url() does not take {', '.join(sorted(unknown))}")
         store = cls.__new__(cls)
-        store._setup(prefix, time_source)
+        store._setup(prefix, time_source, pipelining)
         store._factory = build_client(url, cls._aio, {**DEFAULTS, **options})
-        store._client = None
+        store._bind(None)
         return store
 
-    def _setup(self, prefix: str, time_source: TimeSource) -> None:
+    def _setup(self, prefix: str, time_source: TimeSource, pipelining: bool) -> None:
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ConfigError(f"key prefix must be a str without braces, got {prefix!r}")
         if time_source not in ("server", "client"):
@@ -212,22 +267,47 @@ class RedisCore:
         self._head = (prefix + ":{").encode() if prefix else b"{"
         self._rules: dict[tuple[str, ...], Prepared] = {}
         self._bases: dict[str, bytes] = {}
+        self._pipelining = bool(pipelining)
 
     def _connect(self) -> Any:
         """Build the client from the URL (first use, or after close())."""
         if self._factory is None:
             raise StoreUnavailable("this redis store's client was closed")
         try:
-            self._client = self._factory()
+            self._bind(self._factory())
         except UNAVAILABLE as exc:
             raise unavailable(exc) from exc
         return self._client
+
+    def _bind(self, client: Any) -> None:
+        """Use ``client``; find its connection pool for the fast path.
+
+        The fast path sends the pre-encoded command on a pooled connection and reads the reply,
+        skipping redis-py's per-command machinery; it serves plain and Sentinel clients
+        (not Cluster, and not a client pinned to a single connection).
+        """
+        self._client: Any = client
+        self._pool: Any = None
+        self._get_args: tuple[str, ...] = ()
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or getattr(client, "connection", None) is not None:
+            return
+        if not all(hasattr(pool, name) for name in ("get_connection", "release")):
+            return
+        try:
+            parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+        except (TypeError, ValueError):
+            return
+        if parameter is not None and parameter.default is inspect.Parameter.empty:
+            self._get_args = ("EVALSHA",)  # redis-py 5.0 to 5.2 want a command name
+        self._pool = pool
 
     def _detach(self) -> Any:
         """The client to close on close(): ours, never one the user handed in."""
         if self._factory is None:
             return None
-        client, self._client = self._client, None
+        client = self._client
+        self._bind(None)
         return client
 
     def __repr__(self) -> str:
@@ -262,11 +342,35 @@ class RedisCore:
         prepared = self._rules.get(rule.parts) or self.prepared(rule)
         base = self._bases.get(key) or self.base_key(key)
         clock = now if self._client_time else b""
-        mode = _HIT if write else _PEEK
+        tail = prepared.hit_tail if write else prepared.peek_tail
         if prepared.nkeys == 1:
-            return prepared, (1, base + prepared.suffixes[0], clock, cost, mode, *prepared.tail)
+            return prepared, (1, base + prepared.suffixes[0], clock, cost, tail)
         keys = [base + suffix for suffix in prepared.suffixes]
-        return prepared, (prepared.nkeys, *keys, clock, cost, mode, *prepared.tail)
+        return prepared, (prepared.nkeys, *keys, clock, cost, tail)
+
+    def limit_packet(
+        self, key: str, rule: Rule, cost: float, now: float, write: bool
+    ) -> tuple[Prepared, bytes]:
+        """:meth:`limit_command` already encoded as one RESP command."""
+        prepared = self._rules.get(rule.parts) or self.prepared(rule)
+        base = self._bases.get(key) or self.base_key(key)
+        tail = prepared.hit_packet_tail if write else prepared.peek_packet_tail
+        clock = _number(now) if self._client_time else b""
+        cost_b = _COSTS.get(cost) or _number(cost)
+        if prepared.nkeys == 1:
+            k = base + prepared.suffixes[0]
+            return prepared, b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (
+                prepared.head,
+                len(k),
+                k,
+                len(clock),
+                clock,
+                len(cost_b),
+                cost_b,
+                tail,
+            )
+        keys = b"".join(_bulk(base + suffix) for suffix in prepared.suffixes)
+        return prepared, b"".join((prepared.head, keys, _bulk(clock), _bulk(cost_b), tail))
 
     def acquire_command(
         self, key: str, lease_id: str, limit: int, ttl: float, now: float

@@ -1,10 +1,9 @@
--- Fixed window. State: 'k count'.
+-- Fixed window. State: k, count (two doubles).
 local function apply(state, now, cost, amount, per, capacity)
   local k = floordiv(now + EPS_TIME, per)
   local count = 0.0
   if state then
-    local a, b = string.match(state, '^(%S+) (%S+)$')
-    local sk, sc = tonumber(a), tonumber(b)
+    local sk, sc = unpack_('<dd', state)
     if sk == k then
       count = sc
     elseif sk > k then -- the clock stepped back: stay in the newer window
@@ -16,7 +15,7 @@ local function apply(state, now, cost, amount, per, capacity)
   if count + cost <= amount then
     count = count + cost
     if count ~= 0 then reset = ending end
-    return f(k) .. ' ' .. f(count), 1, trunc(amount - count + 1e-9), reset, 0, 0
+    return pack('<dd', k, count), 1, trunc(amount - count + 1e-9), reset, 0, 0
   end
   if count ~= 0 then reset = ending end
   local retry = ending

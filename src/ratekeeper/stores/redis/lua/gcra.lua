@@ -1,10 +1,10 @@
--- GCRA and leaky bucket (SHAPING is defined before this chunk). State: the TAT.
+-- GCRA and leaky bucket (SHAPING is defined before this chunk). State: the TAT (a double).
 local function apply(state, now, cost, amount, per, capacity)
   local interval = per / amount
   local window = capacity * interval
   local backlog = 0.0
   if state then
-    local tat = tonumber(state)
+    local tat = unpack_('<d', state)
     if tat > now then backlog = tat - now end
   end
   local after = backlog + cost * interval
@@ -12,7 +12,7 @@ local function apply(state, now, cost, amount, per, capacity)
     local remaining = trunc((window - after) / interval + 1e-9)
     local delay = 0.0
     if SHAPING then delay = backlog end
-    return f(now + after), 1, max(remaining, 0), after, 0, delay
+    return pack('<d', now + after), 1, max(remaining, 0), after, 0, delay
   end
   local retry = INF
   if cost <= capacity then retry = after - window end

@@ -1,12 +1,21 @@
 -- ratekeeper: shared helpers, a line-by-line port of ratekeeper.algorithms (same tolerances).
--- Floats leave the script as strings ('%.17g' round-trips a double exactly): Redis would
--- truncate a Lua number reply to an integer.
+-- States are stored as packed little-endian doubles (struct), exact and cheap to read. Floats
+-- leave the script as strings ('%.17g' round-trips a double exactly) unless they are whole
+-- numbers: Redis would truncate a fractional Lua number reply to an integer.
 local EPS_TIME = 1e-6
 local INF = 1 / 0
 local fmt = string.format
 local floor, ceil, fmod = math.floor, math.ceil, math.fmod
 
+local pack, unpack_ = struct.pack, struct.unpack
+
 local function f(x)
+  return fmt('%.17g', x)
+end
+
+-- A reply number: whole numbers as integers, anything else (inf included) as a string.
+local function num(x)
+  if x == floor(x) and x < 9007199254740992 and x > -9007199254740992 then return x end
   return fmt('%.17g', x)
 end
 

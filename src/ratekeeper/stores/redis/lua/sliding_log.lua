@@ -1,5 +1,5 @@
--- Sliding log. State: 'time cost time cost ...', oldest first ('' never stored: the key is
--- deleted instead).
+-- Sliding log. State: (time, cost) entries as pairs of doubles, oldest first (an empty log is
+-- never stored: the key is deleted instead).
 local function by_time(x, y)
   return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2])
 end
@@ -10,12 +10,12 @@ local function apply(state, now, cost, amount, per, capacity)
   local used = 0
   local newest = nil
   if state then
-    for a, b in string.gmatch(state, '(%S+) (%S+)') do
-      local when = tonumber(a)
+    local sub = string.sub
+    for pos = 1, #state - 15, 16 do
+      local when, spent = unpack_('<dd', state, pos)
       if when > cutoff then
-        local spent = tonumber(b)
         entries[#entries + 1] = { when, spent }
-        raw[#raw + 1] = a .. ' ' .. b
+        raw[#raw + 1] = sub(state, pos, pos + 15)
         used = used + spent
         if newest == nil or when > newest then newest = when end
       end
@@ -23,13 +23,13 @@ local function apply(state, now, cost, amount, per, capacity)
   end
   if used + cost <= amount then
     if cost ~= 0 then
-      raw[#raw + 1] = f(now) .. ' ' .. f(cost)
+      raw[#raw + 1] = pack('<dd', now, cost)
       if newest == nil or now > newest then newest = now end
     end
     local reset = 0.0
     if newest ~= nil then reset = newest + per - now end
     local new = false
-    if #raw > 0 then new = table.concat(raw, ' ') end
+    if #raw > 0 then new = table.concat(raw) end
     return new, 1, trunc(amount - used - cost + 1e-9), reset, 0, 0
   end
   local retry = 0.0

@@ -1,4 +1,4 @@
--- Sliding window counter. State: 'k previous current'.
+-- Sliding window counter. State: k, previous, current (three doubles).
 local function reset_after(start, per, now, prev, cur)
   if cur ~= 0 then return start + 2 * per - now end
   if prev ~= 0 then return start + per - now end
@@ -10,8 +10,7 @@ local function apply(state, now, cost, amount, per, capacity)
   local k = floordiv(t, per)
   local prev, cur = 0.0, 0.0
   if state then
-    local a, b, c = string.match(state, '^(%S+) (%S+) (%S+)$')
-    local sk, sprev, scur = tonumber(a), tonumber(b), tonumber(c)
+    local sk, sprev, scur = unpack_('<ddd', state)
     if sk == k then
       prev, cur = sprev, scur
     elseif sk == k - 1 then
@@ -25,7 +24,7 @@ local function apply(state, now, cost, amount, per, capacity)
   local estimate = prev * (1.0 - elapsed / per) + cur
   if estimate + cost <= amount + 1e-9 then
     cur = cur + cost
-    return f(k) .. ' ' .. f(prev) .. ' ' .. f(cur), 1,
+    return pack('<ddd', k, prev, cur), 1,
       max(trunc(amount - estimate - cost + 1e-9), 0), reset_after(start, per, now, prev, cur), 0, 0
   end
   local retry
