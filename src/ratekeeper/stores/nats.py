@@ -41,9 +41,9 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NATS
 
 from ratekeeper.algorithms import State, evaluate
 from ratekeeper.algorithms.concurrency import acquire_lease, release_lease
@@ -171,7 +171,9 @@ class AsyncNatsStore:
         self._nc: Any = nc
         self._owns_nc = nc is None
         self._kv: Any = None
-        self._lock: asyncio.Lock | None = None
+        self._connecting: asyncio.Future[Any] | None = None
+        self._connect_deadline = 0.0
+        self._errors: dict[str, None] = {}
         self._locks: dict[str, list[Any]] = {}  # kv key -> [lock, users]
         self._cache: dict[str, tuple[int, bytes]] = {}  # kv key -> what this store last wrote
         self._closed = False
@@ -184,21 +186,31 @@ class AsyncNatsStore:
     # -- connection ----------------------------------------------------------------------------
 
     async def _connect(self) -> Any:
+        """Connect (nats-py retries for ever, in the background of the callers' bounded waits),
+        then open the bucket, creating it if missing."""
         nc = self._nc
         if nc is None:
-            nc = await nats.connect(
-                self.servers,
-                connect_timeout=self.connect_timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
-                error_cb=_quiet,
-                disconnected_cb=_quiet_cb,
-                reconnected_cb=_quiet_cb,
-                closed_cb=_quiet_cb,
+            nc = self._nc = NATS()
+
+            async def record(exc: Exception) -> None:
+                errors = self._errors
+                errors.pop(_describe(exc), None)
+                errors[_describe(exc)] = None  # the distinct recent errors, newest last
+                while len(errors) > 3:
+                    del errors[next(iter(errors))]
+
+            options: dict[str, Any] = {
+                "connect_timeout": self.connect_timeout,
+                "allow_reconnect": True,
+                "max_reconnect_attempts": -1,  # reconnect for ever, in the background
+                "reconnect_time_wait": 0.25,
+                "error_cb": record,
+                "disconnected_cb": _quiet,
+                "reconnected_cb": _quiet,
+                "closed_cb": _quiet,
                 **self._connect_options,
-            )
-            self._nc = nc
+            }
+            await nc.connect(self.servers, **options)
         js = nc.jetstream(timeout=self.timeout)
         try:
             return await js.key_value(self.bucket)
@@ -217,27 +229,27 @@ class AsyncNatsStore:
             raise StoreUnavailable("nats unavailable: the connection is down (reconnecting)")
         if self._closed:
             raise StoreUnavailable("nats store is closed")
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._kv is None:
-                try:
-                    self._kv = await asyncio.wait_for(
-                        self._connect(), self.connect_timeout + self.timeout
-                    )
-                except _UNAVAILABLE as exc:
-                    await self._drop_failed_connection()
-                    raise _unavailable(exc) from exc
-            return self._kv
-
-    async def _drop_failed_connection(self) -> None:
-        """After a failed first connection, start afresh on the next call."""
-        nc, self._nc = self._nc, None
-        if nc is not None and self._owns_nc:
-            with contextlib.suppress(*_UNAVAILABLE):
-                await nc.close()
-        elif nc is not None:
-            self._nc = nc
+        task = self._connecting
+        loop = asyncio.get_running_loop()
+        if task is None or task.done():
+            self._errors.clear()
+            task = self._connecting = asyncio.ensure_future(self._connect())
+            self._connect_deadline = loop.time() + self.connect_timeout
+        # Wait until the first caller's deadline; once it passed (the server is down or slow,
+        # and nats-py keeps trying in the background) answer soon.
+        wait = max(self._connect_deadline - loop.time(), min(self.connect_timeout, 0.1))
+        try:
+            self._kv = await asyncio.wait_for(asyncio.shield(task), wait)
+        except TimeoutError:
+            errors = "; ".join(self._errors)
+            detail = f" (recent errors: {errors})" if errors else ""
+            raise StoreUnavailable(
+                f"nats unavailable: no connection to {', '.join(self.servers)} "
+                f"within {wait:g}s{detail}"
+            ) from None
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return self._kv
 
     # -- the CAS loop --------------------------------------------------------------------------
 
@@ -387,6 +399,11 @@ class AsyncNatsStore:
 
     async def close(self) -> None:
         self._closed = True
+        task, self._connecting = self._connecting, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         nc, self._nc, self._kv = self._nc, None, None
         self._cache.clear()
         if nc is not None and self._owns_nc:
@@ -453,15 +470,14 @@ class NatsStore:
                 self._loop.close()
 
 
-async def _quiet(exc: Exception) -> None:
-    """nats-py logs every disconnection through its callbacks; the store reports by raising."""
+async def _quiet() -> None:
+    """nats-py logs connection events unless given callbacks; the store reports by raising."""
 
 
-async def _quiet_cb() -> None:
-    return None
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:
-    text = " ".join(str(exc).split())
-    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return StoreUnavailable(f"nats unavailable: {detail}")
+    return StoreUnavailable(f"nats unavailable: {_describe(exc)}")
