@@ -37,6 +37,7 @@ from ratekeeper.stores.redis._core import (
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
 
+_RAW = {"NEVER_DECODE": True}  # replies carry packed doubles: never decode them as text
 _MAX_PIPELINES = 4  # pipelines in flight at once per async store; more callers queue for the next
 
 
@@ -63,9 +64,9 @@ class RedisStore(RedisCore):
         client = self._client or self._connect()
         try:
             try:
-                return client.execute_command("EVALSHA", script.sha, *args)
+                return client.execute_command("EVALSHA", script.sha, *args, **_RAW)
             except NoScriptError:  # after SCRIPT FLUSH or a restart: EVAL loads it again
-                return client.execute_command("EVAL", script.source, *args)
+                return client.execute_command("EVAL", script.source, *args, **_RAW)
         except UNAVAILABLE as exc:
             raise unavailable(exc) from exc
 
@@ -85,7 +86,7 @@ class RedisStore(RedisCore):
                 raise unavailable(exc) from exc
             try:
                 conn.send_packed_command((packet,))
-                reply = conn.read_response()
+                reply = conn.read_response(disable_decoding=True)
             except FAST_RETRY as exc:  # NOSCRIPT, or a connection that died: the slow path
                 if not isinstance(exc, NoScriptError):
                     conn.disconnect()
@@ -198,7 +199,7 @@ class AsyncRedisStore(RedisCore):
                     await conn.send_packed_command((b"".join(item[0] for item in batch),))
                     for _ in batch:
                         try:
-                            results.append(await conn.read_response())
+                            results.append(await conn.read_response(disable_decoding=True))
                         except rex.ResponseError as exc:
                             results.append(exc)
                 except BaseException as exc:
@@ -239,9 +240,9 @@ class AsyncRedisStore(RedisCore):
         client = self._client or self._connect()
         try:
             try:
-                return await client.execute_command("EVALSHA", script.sha, *args)
+                return await client.execute_command("EVALSHA", script.sha, *args, **_RAW)
             except NoScriptError:  # after SCRIPT FLUSH or a restart: EVAL loads it again
-                return await client.execute_command("EVAL", script.source, *args)
+                return await client.execute_command("EVAL", script.source, *args, **_RAW)
         except UNAVAILABLE as exc:
             raise unavailable(exc) from exc
 

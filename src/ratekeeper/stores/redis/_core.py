@@ -69,7 +69,8 @@ FAST_RETRY: tuple[type[BaseException], ...] = (rex.ConnectionError, ConnectionEr
 # cannot know how fast that clock moves, so keys are kept generously.
 _GRACE_SERVER_MS = 1000
 _GRACE_CLIENT_MS = 600_000
-_COSTS: dict[float, bytes] = {1: b"1", 0: b"0"}
+# server time ('') and a cost of 1 or 0, encoded
+_MIDDLES: dict[float, bytes] = {1: b"$0\r\n\r\n$1\r\n1\r\n", 0: b"$0\r\n\r\n$1\r\n0\r\n"}
 _MAX_PLAIN_KEY = 100  # longer user keys are hashed
 _BASE_CACHE_SIZE = 4096
 
@@ -147,6 +148,7 @@ class Prepared:
         "nkeys",
         "peek_packet_tail",
         "peek_tail",
+        "prefixes",
         "script",
         "sha",
         "suffixes",
@@ -181,22 +183,22 @@ class Prepared:
         )
         self.hit_packet_tail = _bulk(self.hit_tail)
         self.peek_packet_tail = _bulk(self.peek_tail)
+        self.prefixes: dict[str, bytes] = {}  # user key -> head and keys, encoded
+
+
+_floats = struct.Struct("<ddd").unpack
 
 
 def parse_decision(prepared: Prepared, reply: Sequence[Any]) -> Decision:
-    """The decision from a limit script's reply (5 items per limit), as
-    :func:`ratekeeper.decision.from_rows` builds it (inlined for the common single limit)."""
+    """The decision from a limit script's reply (per limit: allowed, remaining, and reset_after,
+    retry_after, delay as packed doubles), as :func:`ratekeeper.decision.from_rows` builds it
+    (inlined for the common single limit)."""
     if prepared.nkeys == 1:
-        return Decision(
-            reply[0] == 1,
-            prepared.amount,
-            reply[1],
-            float(reply[2]),
-            float(reply[3]),
-            float(reply[4]),
-            prepared.limit,
-        )
-    return from_rows(prepared.limits, [reply[i : i + 5] for i in range(0, len(reply), 5)])
+        ok, remaining, floats = reply
+        reset, retry, delay = _floats(floats)
+        return Decision(ok == 1, prepared.amount, remaining, reset, retry, delay, prepared.limit)
+    rows = [(reply[i], reply[i + 1], *_floats(reply[i + 2])) for i in range(0, len(reply), 3)]
+    return from_rows(prepared.limits, rows)
 
 
 class RedisCore:
@@ -353,24 +355,20 @@ class RedisCore:
     ) -> tuple[Prepared, bytes]:
         """:meth:`limit_command` already encoded as one RESP command."""
         prepared = self._rules.get(rule.parts) or self.prepared(rule)
-        base = self._bases.get(key) or self.base_key(key)
-        tail = prepared.hit_packet_tail if write else prepared.peek_packet_tail
-        clock = _number(now) if self._client_time else b""
-        cost_b = _COSTS.get(cost) or _number(cost)
-        if prepared.nkeys == 1:
-            k = base + prepared.suffixes[0]
-            return prepared, b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (
-                prepared.head,
-                len(k),
-                k,
-                len(clock),
-                clock,
-                len(cost_b),
-                cost_b,
-                tail,
-            )
-        keys = b"".join(_bulk(base + suffix) for suffix in prepared.suffixes)
-        return prepared, b"".join((prepared.head, keys, _bulk(clock), _bulk(cost_b), tail))
+        prefix = prepared.prefixes.get(key)
+        if prefix is None:
+            base = self.base_key(key)
+            prefix = prepared.head + b"".join(_bulk(base + s) for s in prepared.suffixes)
+            if len(prepared.prefixes) >= _BASE_CACHE_SIZE:
+                prepared.prefixes.clear()
+            prepared.prefixes[key] = prefix
+        middle = _MIDDLES.get(cost) if not self._client_time else None
+        if middle is None:
+            clock = _number(now) if self._client_time else b""
+            middle = _bulk(clock) + _bulk(_number(cost))
+        return prepared, prefix + middle + (
+            prepared.hit_packet_tail if write else prepared.peek_packet_tail
+        )
 
     def acquire_command(
         self, key: str, lease_id: str, limit: int, ttl: float, now: float

@@ -2,31 +2,35 @@
 -- KEYS: one state key per limit.
 -- ARGV: now ('' = server TIME), cost, and the rule packed as little-endian doubles:
 --       write (1 hit, 0 peek), extra TTL in ms, then amount, per, capacity of each limit.
--- Reply: 5 items per limit: allowed (0/1), remaining, reset_after, retry_after, delay.
+-- Reply: 3 items per limit: allowed (0/1), remaining, and reset_after, retry_after, delay
+-- packed as three little-endian doubles (exact, inf included; no decimal formatting).
 -- On denial the limits that would have passed are described without this request's cost.
 local now = clock(ARGV[1])
 local cost = tonumber(ARGV[2])
 local n = #KEYS
-local rule = { unpack_('<' .. string.rep('d', 2 + 3 * n), ARGV[3]) }
+local packed = ARGV[3]
+local write, extra = unpack_('<dd', packed)
+local params = {}
 local states, news, reply = {}, {}, {}
 local allowed = true
 for i = 1, n do
+  local amount, per, capacity = unpack_('<ddd', packed, 24 * i - 7)
+  params[i] = { amount, per, capacity }
   local state = redis.call('GET', KEYS[i])
   states[i] = state
-  local new, ok, remaining, reset, retry, delay =
-    apply(state, now, cost, rule[3 * i], rule[3 * i + 1], rule[3 * i + 2])
+  local new, ok, remaining, reset, retry, delay = apply(state, now, cost, amount, per, capacity)
   news[i] = new
-  local r = 5 * i - 4
-  reply[r], reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] =
-    ok, remaining, num(reset), num(retry), num(delay)
+  local r = 3 * i - 2
+  reply[r], reply[r + 1], reply[r + 2] = ok, remaining, pack('<ddd', reset, retry, delay)
   if ok == 0 then allowed = false end
 end
 if allowed then
-  if rule[1] == 1 then
+  if write == 1 then
     for i = 1, n do
       local new = news[i]
       if new then
-        local ttl = ceil(horizon(rule[3 * i], rule[3 * i + 1], rule[3 * i + 2]) * 1000) + rule[2]
+        local p = params[i]
+        local ttl = ceil(horizon(p[1], p[2], p[3]) * 1000) + extra
         redis.call('SET', KEYS[i], new, 'PX', ttl)
       else
         redis.call('DEL', KEYS[i])
@@ -35,12 +39,11 @@ if allowed then
   end
 else
   for i = 1, n do
-    local r = 5 * i - 4
+    local r = 3 * i - 2
     if reply[r] == 1 then
-      local _, ok, remaining, reset, retry, delay =
-        apply(states[i], now, 0, rule[3 * i], rule[3 * i + 1], rule[3 * i + 2])
-      reply[r], reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] =
-        ok, remaining, num(reset), num(retry), num(delay)
+      local p = params[i]
+      local _, ok, remaining, reset, retry, delay = apply(states[i], now, 0, p[1], p[2], p[3])
+      reply[r], reply[r + 1], reply[r + 2] = ok, remaining, pack('<ddd', reset, retry, delay)
     end
   end
 end

@@ -1,7 +1,7 @@
 -- ratekeeper: shared helpers, a line-by-line port of ratekeeper.algorithms (same tolerances).
--- States are stored as packed little-endian doubles (struct), exact and cheap to read. Floats
--- leave the script as strings ('%.17g' round-trips a double exactly) unless they are whole
--- numbers: Redis would truncate a fractional Lua number reply to an integer.
+-- States and the floats of replies are packed little-endian doubles (struct): exact, and cheap
+-- to read (Redis would truncate a Lua number reply to an integer). The lease scripts reply with
+-- '%.17g' strings, which round-trip a double exactly too.
 local EPS_TIME = 1e-6
 local INF = 1 / 0
 local fmt = string.format
@@ -10,12 +10,6 @@ local floor, ceil, fmod = math.floor, math.ceil, math.fmod
 local pack, unpack_ = struct.pack, struct.unpack
 
 local function f(x)
-  return fmt('%.17g', x)
-end
-
--- A reply number: whole numbers as integers, anything else (inf included) as a string.
-local function num(x)
-  if x == floor(x) and x < 9007199254740992 and x > -9007199254740992 then return x end
   return fmt('%.17g', x)
 end
 
@@ -38,15 +32,7 @@ local function floordiv(a, b)
   return fd
 end
 
-local function max(a, b)
-  if b > a then return b end
-  return a
-end
-
-local function min(a, b)
-  if b < a then return b end
-  return a
-end
+local min, max = math.min, math.max
 
 -- ARGV[1]: the caller's clock, or '' to read the server's clock.
 local function clock(arg)
