@@ -577,3 +577,66 @@ async def test_async_hung_redis_times_out_fast(silent_server: int) -> None:
 
 def test_environment_documents_the_server_binary() -> None:
     assert os.path.exists(env_url("RATEKEEPER_REDIS_SERVER_BIN"))
+
+
+# --------------------------------------------------------------------------- client variants
+
+
+def test_clients_that_decode_responses(url: str) -> None:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    store = RedisStore(client=client, prefix=prefix())
+    limiter = RateLimiter("2/minute;5/hour", store=store, max_concurrent=1)
+    assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
+    with limiter.acquire("j"):
+        assert store.acquire_lease("j", "other", 1, 60, 0) > 0
+    client.close()
+    cluster_url = env_url("RATEKEEPER_REDIS_CLUSTER_URL")
+    host, port = cluster_url.removeprefix("redis+cluster://").split(",")[0].split(":")
+    cluster = redis.cluster.RedisCluster(host=host, port=int(port), decode_responses=True)
+    limiter = RateLimiter("1/minute", store=RedisStore(client=cluster, prefix=prefix()))
+    assert limiter.hit("k").allowed and not limiter.hit("k").allowed
+    cluster.close()
+
+
+async def test_async_clients_that_decode_responses(url: str) -> None:
+    client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+    limiter = AsyncRateLimiter("2/minute", store=AsyncRedisStore(client=client, prefix=prefix()))
+    decisions = await asyncio.gather(*(limiter.hit("k") for _ in range(3)))
+    assert sorted(d.allowed for d in decisions) == [False, True, True]
+    await client.aclose()
+
+
+async def test_async_without_pipelining(url: str) -> None:
+    store = AsyncRedisStore.from_url(url, prefix=prefix(), pipelining=False)
+    limiter = AsyncRateLimiter("30/hour;40/day", algorithm="fixed_window", store=store)
+    results = await asyncio.gather(*(limiter.hit("k") for _ in range(60)))
+    assert sum(d.allowed for d in results) == 30
+    await store.close()
+
+
+async def test_async_batch_after_script_flush(url: str, raw: redis.Redis) -> None:
+    store = AsyncRedisStore.from_url(url, prefix=prefix())
+    limiter = AsyncRateLimiter("20/minute", algorithm="sliding_window", store=store)
+    assert (await limiter.hit("k")).remaining == 19
+    raw.script_flush()
+    results = await asyncio.gather(*(limiter.hit("k") for _ in range(30)))  # one pipeline
+    assert sum(d.allowed for d in results) == 19
+    assert not any(d.fallback for d in results)
+    await store.close()
+
+
+async def test_async_cancelled_tasks_leave_the_store_working(url: str) -> None:
+    store = AsyncRedisStore.from_url(url, prefix=prefix())
+    limiter = AsyncRateLimiter("1000/minute", store=store)
+    tasks = [asyncio.create_task(limiter.hit("k")) for _ in range(100)]
+    await asyncio.sleep(0)
+    for task in tasks[::2]:
+        task.cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(d, Decision | asyncio.CancelledError) for d in done)
+    after = await limiter.peek("k", cost=0)
+    consumed = 1000 - after.remaining
+    assert 50 <= consumed <= 100  # a cancelled waiter may still have been counted by Redis
+    results = await asyncio.gather(*(limiter.hit("k") for _ in range(10)))
+    assert all(d.allowed and not d.fallback for d in results)
+    await store.close()
