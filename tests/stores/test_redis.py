@@ -22,6 +22,8 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ratekeeper import (
     AsyncRateLimiter,
@@ -640,3 +642,107 @@ async def test_async_cancelled_tasks_leave_the_store_working(url: str) -> None:
     results = await asyncio.gather(*(limiter.hit("k") for _ in range(10)))
     assert all(d.allowed and not d.fallback for d in results)
     await store.close()
+
+
+# --------------------------------------------------------------------------- a shared table
+
+# Named edge cases, each a limit set and steps of (op, seconds to move the clock, cost). "back"
+# moves the clock backwards. Every step runs through Lua and through the Python algorithm.
+EDGE_CASES: dict[str, tuple[tuple[Limit, ...], list[tuple[str, float, float]]]] = {
+    "cost above capacity": ((Limit(3, per=60),), [("hit", 0, 4), ("hit", 0, 3), ("hit", 0, 4)]),
+    "cost zero on empty and full": (
+        (Limit(2, per=1),),
+        [("hit", 0, 0), ("hit", 0, 2), ("hit", 0, 0), ("peek", 0, 0), ("hit", 0, 1)],
+    ),
+    "fractional costs": (
+        (Limit(1, per=1),),
+        [("hit", 0, 0.1)] * 9 + [("hit", 0, 0.1), ("hit", 0, 0.1), ("hit", 0.05, 0.1)],
+    ),
+    "retry exactly after retry_after": (
+        (Limit(5, per=2),),
+        [("hit", 0, 1)] * 6 + [("hit", 0.4, 1), ("hit", 0.4 - 1e-7, 1), ("hit", 1e-7, 1)],
+    ),
+    "window edges": (
+        (Limit(4, per=10),),
+        [("hit", 9.999999, 2), ("hit", 1e-6, 2), ("hit", 0, 3), ("hit", 10, 4), ("hit", 10, 1)],
+    ),
+    "burst above amount": (
+        (Limit(2, per=1, burst=5),),
+        [("hit", 0, 1)] * 6 + [("hit", 0.5, 1), ("hit", 100, 5), ("hit", 0, 1)],
+    ),
+    "clock steps back": (
+        (Limit(3, per=5),),
+        [("hit", 0, 1), ("hit", 6, 1), ("back", 7, 1), ("hit", 0, 1), ("hit", 0, 1), ("hit", 9, 1)],
+    ),
+    "multi-limit denial describes the others without the cost": (
+        (Limit(3, per=1), Limit(4, per=60), Limit(100, per=3600)),
+        [("hit", 0, 1)] * 4 + [("hit", 1, 1), ("hit", 1, 1), ("peek", 0, 2), ("hit", 0, 50)],
+    ),
+    "huge timestamps": ((Limit(7, per=0.3),), [("hit", 1e-7, 1)] * 9 + [("hit", 0.04, 1)] * 5),
+}
+
+
+@pytest.mark.parametrize("case", EDGE_CASES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_shared_table_lua_equals_python(url: str, algorithm: str, case: str) -> None:
+    limits, steps = EDGE_CASES[case]
+    store = RedisStore.from_url(url, prefix=prefix(), time_source="client")
+    rule = Rule(algorithm, limits)
+    now = 1.7e9 + 0.123456 if case == "huge timestamps" else 1_000_000.0
+    states: list[Any] = [None] * len(limits)
+    key = uuid.uuid4().hex
+    for i, (op, advance, cost) in enumerate(steps):
+        now = now - advance if op == "back" else now + advance
+        write = op != "peek"
+        got = (store.hit if write else store.peek)(key, rule, cost, now)
+        news, want = evaluate(rule.algorithm, limits, states, now, cost)
+        if write and news is not None:
+            states = news
+        assert_exactly(got, want, f"{case}: step {i}")
+    store.close()
+
+
+_limits = st.lists(
+    st.builds(
+        Limit,
+        st.integers(1, 20),
+        per=st.sampled_from([0.1, 0.5, 1.0, 2.5, 60.0]),
+        burst=st.none() | st.integers(1, 30),
+    ),
+    min_size=1,
+    max_size=3,
+)
+_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["hit", "hit", "peek", "back"]),
+        st.sampled_from([0.0, 1e-7, 1e-3, 0.05, 0.3, 1.0, 3.0]),
+        st.sampled_from([0, 1, 1, 2, 0.5, 3, 25]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(algorithm=st.sampled_from(sorted(ALGORITHMS)), limits=_limits, steps=_steps)
+def test_property_lua_equals_python(
+    algorithm: str, limits: list[Limit], steps: list[tuple[str, float, float]]
+) -> None:
+    store = RedisStore.from_url(
+        env_url("RATEKEEPER_REDIS_URL"), prefix=prefix(), time_source="client"
+    )
+    rule = Rule(algorithm, tuple(limits))
+    now = 1_700_000_000.5
+    states: list[Any] = [None] * len(limits)
+    key = uuid.uuid4().hex
+    try:
+        for i, (op, advance, cost) in enumerate(steps):
+            now = now - advance if op == "back" else now + advance
+            write = op != "peek"
+            got = (store.hit if write else store.peek)(key, rule, cost, now)
+            news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
+            if write and news is not None:
+                states = news
+            assert_exactly(got, want, f"step {i}")
+    finally:
+        store.close()
