@@ -13,7 +13,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
@@ -124,7 +124,7 @@ def split_url(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in query if k in _URL_OPTIONS}
     rest = [(k, v) for k, v in query if k not in _URL_OPTIONS]
-    conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
+    conninfo = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
     try:
         conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as exc:
@@ -209,17 +209,21 @@ class PostgresCore:
     # -- statements and arguments ------------------------------------------------------------
 
     def conn_kwargs(self) -> dict[str, Any]:
-        """Connection options for the pool: autocommit, and server-side timeouts."""
-        ms = max(1, round(self.options.statement_timeout * 1000))
-        return {
-            "autocommit": True,
-            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
-        }
+        """Connection options for the pool."""
+        return {"autocommit": True}
 
     def conninfo(self, base: str) -> str:
-        """The connection string with the connect timeout (unless the URL sets one)."""
-        if "connect_timeout" not in conninfo_to_dict(base):
-            base = make_conninfo(base, connect_timeout=max(2, round(self.options.connect_timeout)))
+        """The connection string plus a connect timeout (unless the URL sets one) and the
+        server-side statement and lock timeouts (added to any ``options`` of the URL)."""
+        params = conninfo_to_dict(base)
+        ms = max(1, round(self.options.statement_timeout * 1000))
+        extra: dict[str, Any] = {
+            "options": f"{params.get('options') or ''} -c statement_timeout={ms} "
+            f"-c lock_timeout={ms}".strip()
+        }
+        if "connect_timeout" not in params:
+            extra["connect_timeout"] = max(2, round(self.options.connect_timeout))
+        base = make_conninfo(base, **extra)
         self._conninfo_text = base
         return base
 
