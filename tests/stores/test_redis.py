@@ -364,9 +364,10 @@ def test_infinite_retry_after_when_cost_exceeds_capacity(server_store: RedisStor
 # --------------------------------------------------------------------------- concurrency
 
 
-async def test_async_200_tasks_admit_exactly_the_limit(url: str) -> None:
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_async_200_tasks_admit_exactly_the_limit(url: str, pipelining: bool) -> None:
     # a small pool: the tasks wait for a free connection, none fails
-    store = AsyncRedisStore.from_url(url, prefix=prefix(), max_connections=4)
+    store = AsyncRedisStore.from_url(url, prefix=prefix(), max_connections=4, pipelining=pipelining)
     for limits in ("50/hour", "50/hour;60/day"):
         for algorithm in ALGORITHMS:
             limiter = AsyncRateLimiter(limits, algorithm=algorithm, store=store)
