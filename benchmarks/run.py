@@ -272,7 +272,7 @@ class Runner:
                         Limit(10, per=PER_HOUR),
                         algorithm=family,
                         store=url,
-                        local_cache=cache,  # type: ignore[call-arg]
+                        local_cache=cache,
                     )
                 except TypeError:
                     log("  (skipped: RateLimiter has no local_cache option)")

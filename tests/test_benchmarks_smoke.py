@@ -41,9 +41,9 @@ def test_every_case_has_rows(rows: list[dict[str, object]]) -> None:
     from benchmarks.run import CACHE, SECTIONS
 
     for section in SECTIONS:
-        if section == CACHE:  # until the limiter's local cache lands
-            continue
         assert any(row["section"] == section for row in rows), f"no rows for {section!r}"
+    cached = {r["algorithm"] for r in rows if r["section"] == CACHE}
+    assert any("local_cache=True" in str(name) for name in cached), cached
 
 
 def test_every_library_runs_every_algorithm_it_offers(rows: list[dict[str, object]]) -> None:

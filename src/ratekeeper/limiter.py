@@ -18,6 +18,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, TypeAlias
 
+from ratekeeper._local_cache import DEFAULT_SIZE, OverLimitCache
 from ratekeeper.algorithms import INF, Algorithm
 from ratekeeper.clock import Clock, async_sleeper, sleeper, system_clock
 from ratekeeper.decision import Decision
@@ -54,6 +55,7 @@ class _LimiterCore:
         max_concurrent: int | None = None,
         lease_ttl: float = 60.0,
         on_store_error: OnStoreError = "raise",
+        local_cache: bool | int = False,
     ) -> None:
         self.limits: tuple[Limit, ...] = to_limits(limits)  # type: ignore[arg-type]
         self.rule = Rule(algorithm, self.limits)
@@ -76,6 +78,16 @@ class _LimiterCore:
                 f"on_store_error must be 'raise', 'allow' or 'deny', got {on_store_error!r}"
             )
         self.on_store_error = on_store_error
+        if isinstance(local_cache, bool):
+            size = DEFAULT_SIZE if local_cache else 0
+        elif isinstance(local_cache, int) and local_cache > 0:
+            size = local_cache
+        else:
+            raise ConfigError(
+                f"local_cache must be True, False or a positive number of keys, got {local_cache!r}"
+            )
+        # The exact over-limit cache (see ratekeeper._local_cache): denials answered locally.
+        self._cache = OverLimitCache(size) if size else None
         self._owns_store = store is None or isinstance(store, str)
         self._last_warning = -INF
         self._open(store)
@@ -188,6 +200,8 @@ class RateLimiter(_LimiterCore):
         """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial."""
         if type(key) is not str or type(cost) not in _FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
+        if self._cache is not None:
+            return self._cached(self.store.hit, key, cost)
         try:
             return self.store.hit(key, self.rule, cost, self.clock())
         except StoreUnavailable as exc:
@@ -196,10 +210,27 @@ class RateLimiter(_LimiterCore):
     def peek(self, key: str, cost: float = 1) -> Decision:
         """What :meth:`hit` would answer now, consuming nothing."""
         key, cost = self._checked(key, cost)
+        if self._cache is not None:
+            return self._cached(self.store.peek, key, cost)
         try:
             return self.store.peek(key, self.rule, cost, self.clock())
         except StoreUnavailable as exc:
             return self._fallback(exc)
+
+    def _cached(self, call: Callable[..., Decision], key: str, cost: float) -> Decision:
+        """``hit`` or ``peek`` with the over-limit cache: a known denial is answered locally."""
+        assert self._cache is not None
+        now = self.clock()
+        local = self._cache.check(key, cost, now)
+        if local is not None:
+            return local
+        try:
+            decision = call(key, self.rule, cost, now)
+        except StoreUnavailable as exc:
+            return self._fallback(exc)
+        if not decision.allowed:
+            self._cache.record(key, cost, now, decision)
+        return decision
 
     def enforce(self, key: str, cost: float = 1) -> Decision:
         """Like :meth:`hit`, but raise :class:`RateLimitExceeded` on denial."""
@@ -245,7 +276,10 @@ class RateLimiter(_LimiterCore):
 
     def reset(self, key: str) -> None:
         """Forget everything about ``key`` (its budget becomes full, its leases are dropped)."""
-        self.store.reset(self._checked(key, 0)[0], self.rule)
+        key = self._checked(key, 0)[0]
+        if self._cache is not None:
+            self._cache.discard(key)
+        self.store.reset(key, self.rule)
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers."""
@@ -285,6 +319,8 @@ class AsyncRateLimiter(_LimiterCore):
         """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial."""
         if type(key) is not str or type(cost) not in _FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
+        if self._cache is not None:
+            return await self._cached(self.store.hit, key, cost)
         try:
             return await self.store.hit(key, self.rule, cost, self.clock())
         except StoreUnavailable as exc:
@@ -293,10 +329,29 @@ class AsyncRateLimiter(_LimiterCore):
     async def peek(self, key: str, cost: float = 1) -> Decision:
         """What :meth:`hit` would answer now, consuming nothing."""
         key, cost = self._checked(key, cost)
+        if self._cache is not None:
+            return await self._cached(self.store.peek, key, cost)
         try:
             return await self.store.peek(key, self.rule, cost, self.clock())
         except StoreUnavailable as exc:
             return self._fallback(exc)
+
+    async def _cached(
+        self, call: Callable[..., Awaitable[Decision]], key: str, cost: float
+    ) -> Decision:
+        """``hit`` or ``peek`` with the over-limit cache: a known denial is answered locally."""
+        assert self._cache is not None
+        now = self.clock()
+        local = self._cache.check(key, cost, now)
+        if local is not None:
+            return local
+        try:
+            decision = await call(key, self.rule, cost, now)
+        except StoreUnavailable as exc:
+            return self._fallback(exc)
+        if not decision.allowed:
+            self._cache.record(key, cost, now, decision)
+        return decision
 
     async def enforce(self, key: str, cost: float = 1) -> Decision:
         """Like :meth:`hit`, but raise :class:`RateLimitExceeded` on denial."""
@@ -344,7 +399,10 @@ class AsyncRateLimiter(_LimiterCore):
 
     async def reset(self, key: str) -> None:
         """Forget everything about ``key`` (its budget becomes full, its leases are dropped)."""
-        await self.store.reset(self._checked(key, 0)[0], self.rule)
+        key = self._checked(key, 0)[0]
+        if self._cache is not None:
+            self._cache.discard(key)
+        await self.store.reset(key, self.rule)
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers."""

@@ -10,11 +10,13 @@ Each operation is O(1) (the sliding log: O(entries of that key)).
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
-from ratekeeper.algorithms import State, evaluate
+from ratekeeper.algorithms import INF, State, evaluate
 from ratekeeper.algorithms.concurrency import acquire_lease, release_lease
 from ratekeeper.decision import Decision
+from ratekeeper.limits import Limit
 from ratekeeper.stores.base import Rule
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
@@ -31,15 +33,18 @@ class _Table:
         self.horizon = horizon
         self.young: dict[str, State] = {}
         self.old: dict[str, State] = {}
-        self.rotated_at: float | None = None
+        # -inf: the first read rotates two empty generations, i.e. only starts the clock.
+        self.rotated_at = -INF
+
+    def rotate(self, now: float) -> None:
+        """Every ``horizon`` seconds the young generation becomes the old one."""
+        self.old = self.young
+        self.young = {}
+        self.rotated_at = now
 
     def get(self, key: str, now: float) -> State:
-        if self.rotated_at is None:
-            self.rotated_at = now
-        elif now - self.rotated_at >= self.horizon:
-            self.old = self.young
-            self.young = {}
-            self.rotated_at = now
+        if now - self.rotated_at >= self.horizon:
+            self.rotate(now)
         state = self.young.get(key, _MISSING)
         if state is _MISSING:
             return self.old.get(key)
@@ -60,6 +65,13 @@ class _Table:
         return len(self.young.keys() | self.old.keys())
 
 
+# What `MemoryStore.hit` needs for a single-limit rule, looked up once per rule: its table, the
+# algorithm's transition and the limit. ``None`` for a multi-limit rule.
+_Fast: TypeAlias = tuple[
+    _Table, Callable[[State, float, float, Limit], tuple[State, Decision]], Limit
+]
+
+
 class MemoryStore:
     """Thread-safe in-memory store (``memory://``). Safe under asyncio: no call ever waits."""
 
@@ -68,6 +80,9 @@ class MemoryStore:
         self._tables: dict[str, _Table] = {}
         self._by_rule: dict[tuple[str, ...], list[_Table]] = {}
         self._leases = _Table(0.0)
+        # The last rule seen and its fast-path entry, as one tuple so that threads read a
+        # consistent pair without the lock. A limiter hits with the same rule every time.
+        self._last: tuple[Rule | None, _Fast | None] = (None, None)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryStore:
@@ -86,16 +101,43 @@ class MemoryStore:
             self._by_rule[rule.parts] = tables
         return tables
 
-    def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+    def _fast(self, rule: Rule) -> _Fast | None:
+        """The fast-path entry of ``rule`` (creating its tables), remembered as the last rule."""
         with self._lock:
             tables = self._tables_of(rule)
-            if len(tables) == 1:  # the common case, without the multi-limit bookkeeping
-                table = tables[0]
-                state = table.get(key, now)
-                new, decision = rule.algorithm.apply(state, now, cost, rule.limits[0])
-                if new is not state:
-                    table.put(key, new)
-                return decision
+        fast: _Fast | None = None
+        if len(tables) == 1:
+            fast = (tables[0], rule.algorithm.apply, rule.limits[0])
+        self._last = (rule, fast)
+        return fast
+
+    def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        last_rule, fast = self._last
+        if last_rule is not rule:
+            fast = self._fast(rule)
+        if fast is None:
+            return self._hit_all(key, rule, cost, now)
+        # One limit, the common case: `_Table.get` and `put` inlined (this runs on every request).
+        table, apply, limit = fast
+        with self._lock:
+            if now - table.rotated_at >= table.horizon:
+                table.rotate(now)
+            young = table.young
+            state = young.get(key, _MISSING)
+            if state is _MISSING:
+                state = table.old.get(key)
+            new, decision = apply(state, now, cost, limit)
+            if new is not state:
+                if new is None:
+                    table.discard(key)
+                else:
+                    young[key] = new
+            return decision
+
+    def _hit_all(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        """Several limits: all-or-nothing."""
+        with self._lock:
+            tables = self._tables_of(rule)
             states = [table.get(key, now) for table in tables]
             news, decision = evaluate(rule.algorithm, rule.limits, states, now, cost)
             if news is not None:
@@ -135,6 +177,7 @@ class MemoryStore:
             self._tables.clear()
             self._by_rule.clear()
             self._leases = _Table(0.0)
+            self._last = (None, None)
 
     def __len__(self) -> int:
         """How many (rule part, key) states are held, leases included."""
