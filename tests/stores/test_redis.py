@@ -422,7 +422,9 @@ def free_port() -> int:
 class PrivateRedis:
     """A redis-server of our own, to stop and restart."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        self.password = password
+        self.extra = ("--requirepass", password) if password else ()
         self.binary = env_url("RATEKEEPER_REDIS_SERVER_BIN")
         self.directory = directory
         self.port = free_port()
@@ -445,6 +447,7 @@ class PrivateRedis:
                 str(self.directory),
                 "--protected-mode",
                 "no",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -452,7 +455,9 @@ class PrivateRedis:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with redis.Redis(port=self.port, socket_connect_timeout=0.2) as client:
+                with redis.Redis(
+                    port=self.port, password=self.password, socket_connect_timeout=0.2
+                ) as client:
                     client.ping()
                 return
             except redis.ConnectionError:
@@ -529,6 +534,26 @@ async def test_async_redis_down_and_back(private_redis: PrivateRedis) -> None:
     assert d.allowed and not d.fallback and d.remaining == 2
     assert [(await deny.hit("d")).allowed for _ in range(4)] == [True, True, True, False]
     await store.close()
+
+
+def test_authentication_failures_are_store_unavailable(tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path, password="s3cret")
+    server.start()
+    try:
+        for url in (server.url, server.url.replace("redis://", "redis://:wrong@")):
+            store = RedisStore.from_url(url)
+            limiter = RateLimiter("1/minute", store=store, on_store_error="deny")
+            d = limiter.hit("k")
+            assert not d.allowed and d.fallback, url
+            with pytest.raises(StoreUnavailable, match=r"(?i)auth"):
+                store.ping()
+            store.close()
+        store = RedisStore.from_url(server.url.replace("redis://", "redis://:s3cret@"))
+        limiter = RateLimiter("1/minute", store=store, on_store_error="deny")
+        assert limiter.hit("k").allowed and not limiter.hit("k").fallback
+        store.close()
+    finally:
+        server.stop()
 
 
 @pytest.fixture
