@@ -147,6 +147,7 @@ class AsyncRedisStore(RedisCore):
     def _setup(self, prefix: str, time_source: TimeSource, pipelining: bool) -> None:
         super()._setup(prefix, time_source, pipelining)
         self._pending: list[_Item] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._in_flight = 0
         self._flushes: set[asyncio.Task[None]] = set()
@@ -163,15 +164,18 @@ class AsyncRedisStore(RedisCore):
             prepared, args = self.limit_command(key, rule, cost, now, write)
             return parse_decision(prepared, await self._run(prepared.script, args))
         prepared, packet = self.limit_packet(key, rule, cost, now, write)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         item = (packet, key, rule, cost, now, write, future)
         if not self._pipelining:
             await self._flush(pool, [item])
             return parse_decision(prepared, await future)
+        if loop is not self._loop:  # first use, or a new event loop: nothing queued carries over
+            self._loop, self._pending, self._scheduled, self._in_flight = loop, [], False, 0
         self._pending.append(item)
         if not self._scheduled and self._in_flight < _MAX_PIPELINES:
             self._scheduled = True
-            future.get_loop().call_soon(self._launch, pool)
+            loop.call_soon(self._launch, pool)
         return parse_decision(prepared, await future)
 
     def _launch(self, pool: Any) -> None:
