@@ -1,11 +1,30 @@
 """Sliding log: the exact sum of costs in ``(now - P, now]``; a hit passes iff
-``sum + cost <= amount``. State: a tuple of ``(time, cost)`` entries, oldest first. O(entries)."""
+``sum + cost <= amount``.
+
+State: ``(chunks, total)``. ``chunks`` is the log, oldest first, as a tuple of chunks of at most
+``CHUNK`` ``(time, cost)`` entries, so that admitting a request copies one small chunk and the
+short tuple of chunks instead of the whole log (a log of n entries costs about n / CHUNK + CHUNK
+pointer copies per admission, not n). ``total`` is the sum of the costs while every cost is a
+whole number (then it is exact, equal to summing the entries), else ``None`` and the sum is taken
+entry by entry, oldest first. Entries leave the log when they expire, chunk by chunk.
+"""
 
 from __future__ import annotations
+
+from bisect import bisect_right
+from itertools import chain
+from operator import itemgetter
 
 from ratekeeper.algorithms.base import EPS_TIME, INF, Algorithm, State
 from ratekeeper.decision import Decision
 from ratekeeper.limits import Limit
+
+CHUNK = 256
+
+Entry = tuple[float, float]
+Chunks = tuple[tuple[Entry, ...], ...]
+
+_time = itemgetter(0)
 
 
 class SlidingLog(Algorithm):
@@ -15,29 +34,79 @@ class SlidingLog(Algorithm):
         per = limit.per
         amount = limit.amount
         cutoff = now + EPS_TIME - per  # entries at or before the cutoff have left the window
-        entries = tuple(e for e in state if e[0] > cutoff) if state else ()
-        used = sum(e[1] for e in entries)
+        chunks: Chunks
+        total: float | None
+        if state is None:
+            chunks, total = (), 0
+        else:
+            chunks, total = state
+            if chunks[0][0][0] <= cutoff:
+                chunks, total = _expire(chunks, total, cutoff)
+        used = total if total is not None else sum(entry[1] for entry in _entries(chunks))
         if used + cost <= amount:
             if cost:
-                entries += ((now, cost),)
-            reset = max(e[0] for e in entries) + per - now if entries else 0.0
-            return entries or None, Decision(
-                True, amount, int(amount - used - cost + 1e-9), reset, 0.0, 0.0, limit
-            )
+                chunks = _append(chunks, (now, cost))
+                whole = total is not None and (type(cost) is int or float(cost).is_integer())
+                total = total + cost if whole else None  # type: ignore[operator]
+            remaining = int(amount - used - cost + 1e-9)
+            if not chunks:
+                return None, Decision(True, amount, remaining, 0.0, 0.0, 0.0, limit)
+            reset = chunks[-1][-1][0] + per - now
+            return (chunks, total), Decision(True, amount, remaining, reset, 0.0, 0.0, limit)
         if cost > amount:
             retry = INF
         else:
             freed = used + cost - amount  # this much must leave the window first
             retry = 0.0
-            for when, spent in sorted(entries):
+            for when, spent in _entries(chunks):
                 freed -= spent
                 if freed <= 1e-9:
                     retry = when + per - now
                     break
-        reset = max(e[0] for e in entries) + per - now if entries else 0.0
+        reset = chunks[-1][-1][0] + per - now if chunks else 0.0
         return state, Decision(
             False, amount, max(int(amount - used + 1e-9), 0), reset, max(retry, 0.0), 0.0, limit
         )
 
     def horizon(self, limit: Limit) -> float:
         return limit.per
+
+
+def _entries(chunks: Chunks) -> chain[Entry]:
+    """Every entry, oldest first."""
+    return chain.from_iterable(chunks)
+
+
+def _expire(chunks: Chunks, total: float | None, cutoff: float) -> tuple[Chunks, float | None]:
+    """Drop the entries at or before ``cutoff`` (the log is sorted by time)."""
+    whole = 0
+    while whole < len(chunks) and chunks[whole][-1][0] <= cutoff:
+        whole += 1
+    gone: list[tuple[Entry, ...]] = list(chunks[:whole])
+    kept = chunks[whole:]
+    if kept:
+        first = kept[0]
+        cut = bisect_right(first, cutoff, key=_time)
+        if cut:
+            gone.append(first[:cut])
+            kept = (first[cut:], *kept[1:])
+    if not kept:
+        return (), 0
+    if total is not None:
+        total -= sum(entry[1] for entry in _entries(tuple(gone)))
+    return kept, total
+
+
+def _append(chunks: Chunks, entry: Entry) -> Chunks:
+    """The log with ``entry`` added, kept sorted by time."""
+    if not chunks:
+        return ((entry,),)
+    last = chunks[-1]
+    if entry[0] < last[-1][0]:  # the clock stepped back: insert in order (rare, O(entries))
+        entries = list(_entries(chunks))
+        entries.insert(bisect_right(entries, entry[0], key=_time), entry)
+        return tuple(tuple(entries[i : i + CHUNK]) for i in range(0, len(entries), CHUNK))
+    # Concatenation, not `(*last, entry)`: one C-level copy, where unpacking builds a list first.
+    if len(last) < CHUNK:
+        return chunks[:-1] + (last + (entry,),)  # noqa: RUF005
+    return chunks + ((entry,),)  # noqa: RUF005
