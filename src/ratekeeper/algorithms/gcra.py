@@ -26,7 +26,7 @@ class GCRA(Algorithm):
             remaining = int((window - after) / interval + 1e-9)
             delay = backlog if self.shaping else 0.0
             return now + after, Decision(
-                True, limit.amount, max(remaining, 0), after, 0.0, delay, limit
+                True, limit.amount, remaining if remaining > 0 else 0, after, 0.0, delay, limit
             )
         retry = INF if cost > limit.capacity else after - window
         remaining = int((window - backlog) / interval + 1e-9)

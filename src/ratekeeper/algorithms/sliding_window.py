@@ -26,14 +26,20 @@ class SlidingWindow(Algorithm):
             elif sk > k:  # the clock stepped back: keep the newer windows, weight them fully
                 k, prev, cur = state
         start = k * per
-        elapsed = min(max(t - start, 0.0), per)
+        # min(max(t - start, 0.0), per) and max(..., 0) below, without builtin calls
+        elapsed = t - start
+        if not elapsed > 0.0:
+            elapsed = 0.0
+        elif elapsed > per:
+            elapsed = per
         estimate = prev * (1.0 - elapsed / per) + cur
         if estimate + cost <= amount + 1e-9:
             cur += cost
+            remaining = int(amount - estimate - cost + 1e-9)
             return (k, prev, cur), Decision(
                 True,
                 amount,
-                max(int(amount - estimate - cost + 1e-9), 0),
+                remaining if remaining > 0 else 0,
                 _reset_after(start, per, now, prev, cur),
                 0.0,
                 0.0,

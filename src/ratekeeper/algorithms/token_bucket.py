@@ -19,10 +19,14 @@ class TokenBucket(Algorithm):
         else:
             tokens, last = state
             if now > last:  # a clock stepping backwards refills nothing
-                tokens = min(capacity, tokens + (now - last) * rate)
+                refilled = tokens + (now - last) * rate
+                # min()/max() spelled out: the same result without a builtin call per request
+                tokens = refilled if refilled < capacity else capacity
                 last = now
         if cost <= tokens + rate * EPS_TIME:
-            tokens = max(tokens - cost, 0.0)
+            tokens -= cost
+            if tokens < 0.0:
+                tokens = 0.0
             return (tokens, last), Decision(
                 True,
                 limit.amount,
