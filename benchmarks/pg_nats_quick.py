@@ -1,6 +1,7 @@
 """Quick PostgreSQL and NATS figures: ns per sync ``hit`` (one key) next to a trivial round trip
-on the same store in the same run (PostgreSQL: ``SELECT 1`` on a raw psycopg connection and
-through the store's pool; NATS: a KV get through the same sync wrapper, and raw nats-py).
+on the same store in the same run. PostgreSQL: ``SELECT 1`` on a raw psycopg connection and
+through the store's pool, and a one-row ``UPDATE`` (the floor of a write transaction). NATS: a KV
+get through the same sync wrapper, and with raw nats-py.
 
     python benchmarks/pg_nats_quick.py     (reads $RATEKEEPER_POSTGRES_URL, $RATEKEEPER_NATS_URL)
 """
@@ -44,6 +45,11 @@ def postgres(url: str) -> dict[str, float]:
     from ratekeeper.stores.postgres import PostgresStore
 
     raw = psycopg.connect(url, autocommit=True)
+    # a temp table writes no WAL: use a real one for the floor of a write transaction
+    floor = f"bench_floor_{uuid.uuid4().hex[:8]}"
+    raw.execute(f"CREATE TABLE {floor} (id int PRIMARY KEY, n float8)")
+    raw.execute(f"INSERT INTO {floor} VALUES (1, 0)")
+    update = f"UPDATE {floor} SET n = n + 1 WHERE id = 1"
     store = PostgresStore.from_url(url, table_prefix=f"bench_{uuid.uuid4().hex[:8]}_")
     limiter = RateLimiter("1000000000/second", store=store)
     multi = RateLimiter("1000000000/second;2000000000/minute", store=store)
@@ -51,10 +57,12 @@ def postgres(url: str) -> dict[str, float]:
         {
             "SELECT 1 (raw psycopg)": lambda: raw.execute("SELECT 1").fetchone(),
             "SELECT 1 (store.ping)": store.ping,
+            "UPDATE 1 row (raw psycopg)": lambda: raw.execute(update),
             "hit, one limit": lambda: limiter.hit("bench"),
             "hit, two limits": lambda: multi.hit("bench2"),
         }
     )
+    raw.execute(f"DROP TABLE {floor}")
     store.close()
     raw.close()
     return figures

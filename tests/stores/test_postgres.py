@@ -204,9 +204,13 @@ def contention_worker(
     limiter = RateLimiter(rate, algorithm=algorithm, store=store)
     limiter.peek(key)  # connect and set up before the start signal
     counts: list[int] = []
+    errors: list[str] = []
 
     def run() -> None:
-        counts.append(sum(limiter.hit(key).allowed for _ in range(hits)))
+        try:
+            counts.append(sum(limiter.hit(key).allowed for _ in range(hits)))
+        except Exception as exc:  # reported to the test, which fails
+            errors.append(repr(exc))
 
     ready.put(os.getpid())
     start.wait(60)
@@ -215,7 +219,7 @@ def contention_worker(
         t.start()
     for t in pool:
         t.join()
-    out.put(sum(counts))
+    out.put((sum(counts), errors))
     store.close()
 
 
@@ -253,14 +257,16 @@ def run_contention(
         collect(ready, procs)
         t0 = time.monotonic()
         start.set()
-        admitted = sum(collect(out, procs))
+        results = collect(out, procs)
         elapsed = time.monotonic() - t0
     finally:
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
-    return admitted, elapsed
+    errors = [error for _, errs in results for error in errs]
+    assert not errors, f"workers failed: {errors[:3]}"
+    return sum(count for count, _ in results), elapsed
 
 
 @pytest.mark.slow

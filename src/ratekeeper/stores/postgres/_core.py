@@ -37,7 +37,7 @@ TimeSource = Literal["server", "client"]
 
 # Bump when schema.sql changes; `migrate()` re-runs the (idempotent) schema when the database
 # holds an older version.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 # Errors that mean "the server cannot be used right now" (refused, reset, authentication failed,
 # admin shutdown, statement timeout, no pooled connection in time).
@@ -149,18 +149,26 @@ def db_key(key: str) -> str:
     return _HASHED + digest
 
 
+def _array(items: Sequence[str]) -> str:
+    """A PostgreSQL array literal (the server casts it): adapting a Python list costs more per
+    call than the whole decision's arithmetic, so a rule's arrays are spelled out once."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
+
+
 class _RuleArgs:
-    """A rule's per-limit arrays, computed once."""
+    """A rule's per-limit arrays, computed once, as array literals."""
 
     __slots__ = ("algo", "amounts", "caps", "horizons", "parts", "pers")
 
     def __init__(self, rule: Rule) -> None:
-        self.parts = list(rule.parts)
+        limits = rule.limits
+        self.parts = _array(rule.parts)
         self.algo = rule.algorithm.name
-        self.amounts = [float(limit.amount) for limit in rule.limits]
-        self.pers = [limit.per for limit in rule.limits]
-        self.caps = [float(limit.capacity) for limit in rule.limits]
-        self.horizons = [float(rule.algorithm.horizon(limit)) for limit in rule.limits]
+        self.amounts = _array([repr(float(limit.amount)) for limit in limits])
+        self.pers = _array([repr(limit.per) for limit in limits])
+        self.caps = _array([repr(float(limit.capacity)) for limit in limits])
+        self.horizons = _array([repr(float(rule.algorithm.horizon(limit))) for limit in limits])
 
 
 class PostgresCore:

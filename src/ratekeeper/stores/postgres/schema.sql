@@ -280,29 +280,31 @@ CREATE OR REPLACE FUNCTION {f_apply}(
     OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
     OUT retry_after float8, OUT delay float8)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+DECLARE
+    r record;
 BEGIN
-    CASE algo
-    WHEN 'token_bucket' THEN
-        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
-        FROM {f_token_bucket}(st, now, cost, amount, per, cap);
-    WHEN 'gcra' THEN
-        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
-        FROM {f_gcra}(st, now, cost, amount, per, cap, false);
-    WHEN 'leaky_bucket' THEN
-        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
-        FROM {f_gcra}(st, now, cost, amount, per, cap, true);
-    WHEN 'fixed_window' THEN
-        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
-        FROM {f_fixed_window}(st, now, cost, amount, per, cap);
-    WHEN 'sliding_window' THEN
-        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
-        FROM {f_sliding_window}(st, now, cost, amount, per, cap);
-    WHEN 'sliding_log' THEN
-        SELECT * INTO ns, ok, remaining, reset_after, retry_after, delay
-        FROM {f_sliding_log}(st, now, cost, amount, per, cap);
+    -- "r := f(...)" is a plpgsql simple expression: much cheaper than SELECT ... INTO.
+    IF algo = 'token_bucket' THEN
+        r := {f_token_bucket}(st, now, cost, amount, per, cap);
+    ELSIF algo = 'gcra' THEN
+        r := {f_gcra}(st, now, cost, amount, per, cap, false);
+    ELSIF algo = 'leaky_bucket' THEN
+        r := {f_gcra}(st, now, cost, amount, per, cap, true);
+    ELSIF algo = 'fixed_window' THEN
+        r := {f_fixed_window}(st, now, cost, amount, per, cap);
+    ELSIF algo = 'sliding_window' THEN
+        r := {f_sliding_window}(st, now, cost, amount, per, cap);
+    ELSIF algo = 'sliding_log' THEN
+        r := {f_sliding_log}(st, now, cost, amount, per, cap);
     ELSE
         RAISE EXCEPTION 'ratekeeper: unknown algorithm %', algo;
-    END CASE;
+    END IF;
+    ns := r.ns;
+    ok := r.ok;
+    remaining := r.remaining;
+    reset_after := r.reset_after;
+    retry_after := r.retry_after;
+    delay := r.delay;
 END
 $rk$
 --;;
@@ -341,6 +343,39 @@ DECLARE
     r record;
     i int;
 BEGIN
+    IF n = 1 THEN
+        -- One row: lock it (creating it if needed), decide, write. No lock order to keep.
+        IF p_write THEN
+            SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END INTO st
+            FROM {state} AS s WHERE s.key = p_key AND s.part = p_parts[1] FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO {state} (key, part, state, expires_at)
+                VALUES (p_key, p_parts[1], NULL, clock_timestamp()) ON CONFLICT DO NOTHING;
+                SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END INTO st
+                FROM {state} AS s WHERE s.key = p_key AND s.part = p_parts[1] FOR UPDATE;
+            END IF;
+        ELSE
+            SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END INTO st
+            FROM {state} AS s WHERE s.key = p_key AND s.part = p_parts[1];
+        END IF;
+        r := {f_apply}(p_algo, st, now_, p_cost, p_amounts[1], p_pers[1],
+                                       p_caps[1]);
+        IF r.ok AND p_write THEN
+            IF r.ns IS NULL THEN
+                DELETE FROM {state} WHERE key = p_key AND part = p_parts[1];
+            ELSE
+                UPDATE {state} SET state = r.ns,
+                    expires_at = clock_timestamp() + make_interval(secs => p_horizons[1] + p_extra)
+                WHERE key = p_key AND part = p_parts[1];
+            END IF;
+        END IF;
+        IF p_cleanup > 0 THEN
+            PERFORM {f_cleanup}(p_cleanup);
+        END IF;
+        RETURN ARRAY[CASE WHEN r.ok THEN 1 ELSE 0 END, r.remaining, r.reset_after,
+                     r.retry_after, r.delay]::float8[];
+    END IF;
+    -- Several rows: create the missing ones, then lock all in (key, part) order.
     IF p_write THEN
         INSERT INTO {state} (key, part, state, expires_at)
         SELECT p_key, p, NULL, clock_timestamp() FROM unnest(p_parts) AS p ORDER BY p
@@ -358,21 +393,12 @@ BEGIN
         all_ok := all_ok AND r.ok;
         out_ := out_ || ARRAY[CASE WHEN r.ok THEN 1 ELSE 0 END, r.remaining, r.reset_after,
                               r.retry_after, r.delay]::float8[];
-        IF n = 1 AND r.ok AND p_write THEN
-            IF r.ns IS NULL THEN
-                DELETE FROM {state} WHERE key = p_key AND part = p_parts[1];
-            ELSE
-                UPDATE {state} SET state = r.ns,
-                    expires_at = clock_timestamp() + make_interval(secs => p_horizons[1] + p_extra)
-                WHERE key = p_key AND part = p_parts[1];
-            END IF;
-        END IF;
     END LOOP;
-    IF n > 1 AND (all_ok AND p_write OR NOT all_ok) THEN
+    IF all_ok AND p_write OR NOT all_ok THEN
         FOR i IN 1 .. n LOOP
             IF all_ok THEN
-                r := {f_apply}(p_algo, olds[i]::float8[], now_, p_cost, p_amounts[i], p_pers[i],
-                               p_caps[i]);
+                r := {f_apply}(p_algo, olds[i]::float8[], now_, p_cost,
+                                               p_amounts[i], p_pers[i], p_caps[i]);
                 IF r.ns IS NULL THEN
                     DELETE FROM {state} WHERE key = p_key AND part = p_parts[i];
                 ELSE
@@ -382,8 +408,8 @@ BEGIN
                     WHERE key = p_key AND part = p_parts[i];
                 END IF;
             ELSIF oks[i] THEN
-                r := {f_apply}(p_algo, olds[i]::float8[], now_, 0, p_amounts[i], p_pers[i],
-                               p_caps[i]);
+                r := {f_apply}(p_algo, olds[i]::float8[], now_, 0,
+                                               p_amounts[i], p_pers[i], p_caps[i]);
                 out_[5 * i - 4] := CASE WHEN r.ok THEN 1 ELSE 0 END;
                 out_[5 * i - 3] := r.remaining;
                 out_[5 * i - 2] := r.reset_after;
