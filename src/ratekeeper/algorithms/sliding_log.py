@@ -6,7 +6,9 @@ State: ``(chunks, total)``. ``chunks`` is the log, oldest first, as a tuple of c
 short tuple of chunks instead of the whole log (a log of n entries costs about n / CHUNK + CHUNK
 pointer copies per admission, not n). ``total`` is the sum of the costs while every cost is a
 whole number (then it is exact, equal to summing the entries), else ``None`` and the sum is taken
-entry by entry, oldest first. Entries leave the log when they expire, chunk by chunk.
+entry by entry, oldest first. The log stays sorted by time: an entry older than the newest (threads
+racing to the store's lock, a clock stepping back) is inserted in its place. Entries leave the log
+when they expire, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -102,11 +104,23 @@ def _append(chunks: Chunks, entry: Entry) -> Chunks:
     if not chunks:
         return ((entry,),)
     last = chunks[-1]
-    if entry[0] < last[-1][0]:  # the clock stepped back: insert in order (rare, O(entries))
-        entries = list(_entries(chunks))
-        entries.insert(bisect_right(entries, entry[0], key=_time), entry)
-        return tuple(tuple(entries[i : i + CHUNK]) for i in range(0, len(entries), CHUNK))
+    when = entry[0]
+    if when < last[-1][0]:  # threads racing to the lock, or a clock stepping back
+        return _insert(chunks, entry)
     # Concatenation, not `(*last, entry)`: one C-level copy, where unpacking builds a list first.
     if len(last) < CHUNK:
         return chunks[:-1] + (last + (entry,),)  # noqa: RUF005
     return chunks + ((entry,),)  # noqa: RUF005
+
+
+def _insert(chunks: Chunks, entry: Entry) -> Chunks:
+    """Insert an entry older than the newest one where it belongs (usually the last chunk)."""
+    when = entry[0]
+    i = len(chunks) - 1
+    while i > 0 and when < chunks[i][0][0]:
+        i -= 1
+    chunk = chunks[i]
+    at = bisect_right(chunk, when, key=_time)
+    grown = (*chunk[:at], entry, *chunk[at:])
+    parts = (grown,) if len(grown) <= 2 * CHUNK else (grown[:CHUNK], grown[CHUNK:])
+    return (*chunks[:i], *parts, *chunks[i + 1 :])
