@@ -772,3 +772,31 @@ def test_property_lua_equals_python(
             assert_exactly(got, want, f"step {i}")
     finally:
         store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_connection(url: str) -> None:
+    import warnings
+
+    store = RedisStore.from_url(url, prefix=prefix())
+    limiter = RateLimiter("10/hour", store=store)
+    assert [limiter.hit("k").remaining for _ in range(2)] == [9, 8]
+    assert store._own is not None  # the parent holds a connection
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, 3.12+
+        pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            fresh = store._own is None
+            remaining = limiter.hit("k").remaining
+            os.write(write, f"{fresh} {remaining}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    assert answer == "True 7"
+    assert limiter.hit("k").remaining == 6  # the parent's connection still works
+    store.close()

@@ -15,6 +15,10 @@ the commands it builds and hand the reply back to it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import threading
+import weakref
 from typing import Any, ClassVar, TypeAlias
 
 import redis.exceptions as rex
@@ -38,6 +42,7 @@ from ratekeeper.stores.redis._core import (
 __all__ = ["AsyncRedisStore", "RedisStore"]
 
 _RAW = {"NEVER_DECODE": True}  # replies carry packed doubles: never decode them as text
+_SLOW: Any = object()  # "let redis-py's execute_command do it"
 _MAX_PIPELINES = 4  # pipelines in flight at once per async store; more callers queue for the next
 
 
@@ -46,6 +51,13 @@ _Item: TypeAlias = tuple[bytes, str, Rule, float, float, bool, "asyncio.Future[A
 
 def _script(rule: Rule) -> Script:
     return LIMIT_SCRIPTS[rule.algorithm.name]
+
+
+def _forget_own(ref: weakref.ref[RedisStore]) -> None:
+    store = ref()
+    if store is not None:
+        store._own = None
+        store._own_lock = threading.Lock()
 
 
 class RedisStore(RedisCore):
@@ -76,32 +88,64 @@ class RedisStore(RedisCore):
     def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         return self._limit(key, rule, cost, now, False)
 
+    def _bind(self, client: Any) -> None:
+        super()._bind(client)
+        # One connection kept checked out of the pool for whichever thread finds it free: a
+        # lone caller (the common case) skips the pool's checkout and health check per request.
+        self._own: Any = None
+        self._own_lock = threading.Lock()
+        if not getattr(self, "_fork_hook", False):  # a forked child never uses the parent's
+            self._fork_hook = True
+            os.register_at_fork(after_in_child=functools.partial(_forget_own, weakref.ref(self)))
+
     def _limit(self, key: str, rule: Rule, cost: float, now: float, write: bool) -> Decision:
         pool = self._pool
-        if pool is not None:  # fast path: the pre-encoded command on a pooled connection
+        if pool is not None:  # fast path: the pre-encoded command, straight on a connection
             prepared, packet = self.limit_packet(key, rule, cost, now, write)
-            try:
-                conn = pool.get_connection(*self._get_args)
-            except UNAVAILABLE as exc:
-                raise unavailable(exc) from exc
-            try:
-                conn.send_packed_command((packet,))
-                reply = conn.read_response(disable_decoding=True)
-            except FAST_RETRY as exc:  # NOSCRIPT, or a connection that died: the slow path
-                if not isinstance(exc, NoScriptError):
-                    conn.disconnect()
-                pool.release(conn)
-            except BaseException as exc:
-                conn.disconnect()
-                pool.release(conn)
-                if isinstance(exc, UNAVAILABLE):
-                    raise unavailable(exc) from exc
-                raise
+            lock = self._own_lock
+            if lock.acquire(False):
+                try:
+                    reply = self._exchange(self._own or self._take_own(pool), packet)
+                finally:
+                    lock.release()
             else:
-                pool.release(conn)
+                conn = self._checkout(pool)
+                try:
+                    reply = self._exchange(conn, packet)
+                finally:
+                    pool.release(conn)
+            if reply is not _SLOW:
                 return parse_decision(prepared, reply)
         prepared, args = self.limit_command(key, rule, cost, now, write)
         return parse_decision(prepared, self._run(prepared.script, args))
+
+    def _checkout(self, pool: Any) -> Any:
+        try:
+            return pool.get_connection(*self._get_args)
+        except UNAVAILABLE as exc:
+            raise unavailable(exc) from exc
+
+    def _take_own(self, pool: Any) -> Any:
+        self._own = self._checkout(pool)
+        return self._own
+
+    @staticmethod
+    def _exchange(conn: Any, packet: bytes) -> Any:
+        """Send one command and read its reply; ``_SLOW`` when redis-py's own path (EVAL after
+        NOSCRIPT, a fresh connection after a dead one) should take over."""
+        try:
+            conn.send_packed_command((packet,))
+            return conn.read_response(disable_decoding=True)
+        except NoScriptError:
+            return _SLOW
+        except FAST_RETRY:
+            conn.disconnect()  # it reconnects on its next use
+            return _SLOW
+        except BaseException as exc:
+            conn.disconnect()
+            if isinstance(exc, UNAVAILABLE):
+                raise unavailable(exc) from exc
+            raise
 
     def reset(self, key: str, rule: Rule) -> None:
         client = self._client or self._connect()
@@ -124,6 +168,10 @@ class RedisStore(RedisCore):
             raise unavailable(exc) from exc
 
     def close(self) -> None:
+        own, pool = self._own, self._pool
+        if own is not None and pool is not None:
+            self._own = None
+            pool.release(own)
         client = self._detach()
         if client is not None:
             for each in (client, *getattr(client, "_ratekeeper_also_close", ())):

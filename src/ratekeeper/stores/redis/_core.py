@@ -108,8 +108,8 @@ def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
     gcra = _lua("gcra")
     bodies = {
         "token_bucket": _lua("token_bucket"),
-        "fixed_window": _lua("fixed_window"),
-        "sliding_window": _lua("sliding_window"),
+        "fixed_window": _lua("floordiv") + _lua("fixed_window"),
+        "sliding_window": _lua("floordiv") + _lua("sliding_window"),
         "sliding_log": _lua("sliding_log"),
         "gcra": "local SHAPING = false\n" + gcra,
         "leaky_bucket": "local SHAPING = true\n" + gcra,

@@ -1,6 +1,10 @@
 -- Concurrency lease: take one of ARGV[3] slots of KEYS[1] (a hash lease_id -> expiry).
 -- ARGV: now ('' = server TIME), lease_id, limit, ttl seconds, extra TTL in ms.
 -- Reply: '0' when granted, else the seconds until the earliest live lease expires.
+local function f(x)
+  return fmt('%.17g', x)
+end
+
 local now = clock(ARGV[1])
 local lease_id, limit, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local data = redis.call('HGETALL', KEYS[1])

@@ -9,6 +9,20 @@ local now = clock(ARGV[1])
 local cost = tonumber(ARGV[2])
 local n = #KEYS
 local packed = ARGV[3]
+if n == 1 then -- the common case, without the multi-limit bookkeeping
+  local write, extra, amount, per, capacity = unpack_('<ddddd', packed)
+  local new, ok, remaining, reset, retry, delay =
+    apply(redis.call('GET', KEYS[1]), now, cost, amount, per, capacity)
+  if ok == 1 and write == 1 then
+    if new then
+      local ttl = ceil(horizon(amount, per, capacity) * 1000) + extra
+      redis.call('SET', KEYS[1], new, 'PX', ttl)
+    else
+      redis.call('DEL', KEYS[1])
+    end
+  end
+  return { ok, remaining, pack('<ddd', reset, retry, delay) }
+end
 local write, extra = unpack_('<dd', packed)
 local params = {}
 local states, news, reply = {}, {}, {}

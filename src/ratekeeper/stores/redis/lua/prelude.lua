@@ -9,27 +9,10 @@ local floor, ceil, fmod = math.floor, math.ceil, math.fmod
 
 local pack, unpack_ = struct.pack, struct.unpack
 
-local function f(x)
-  return fmt('%.17g', x)
-end
-
 -- Python's int(x) for a float: truncation toward zero.
 local function trunc(x)
   if x >= 0 then return floor(x) end
   return ceil(x)
-end
-
--- Python's float floor division a // b (CPython's float_floor_div, b > 0).
-local function floordiv(a, b)
-  local mod = fmod(a, b)
-  local div = (a - mod) / b
-  if mod ~= 0 and ((b < 0) ~= (mod < 0)) then
-    div = div - 1
-  end
-  if div == 0 then return 0 end
-  local fd = floor(div)
-  if div - fd > 0.5 then fd = fd + 1 end
-  return fd
 end
 
 local min, max = math.min, math.max
