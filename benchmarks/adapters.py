@@ -110,7 +110,7 @@ def ratekeeper_async(family: str, url: str, **options: Any) -> Factory:
 # --------------------------------------------------------------------------- limits
 
 
-def limits_(family: str, url: str | None = None) -> Factory | None:
+def limits_(family: str, url: str | None = None, amount: int = AMOUNT) -> Factory | None:
     name = LIMITS_MEMORY.get(family)
     if name is None:
         return None
@@ -120,7 +120,7 @@ def limits_(family: str, url: str | None = None) -> Factory | None:
 
         store = storage.MemoryStorage() if url is None else storage.storage_from_string(url)
         strategy = getattr(strategies, name)(store)
-        item = RateLimitItemPerHour(AMOUNT)
+        item = RateLimitItemPerHour(amount)
         return Contender("limits", _words(name), functools.partial(strategy.hit, item), _nothing)
 
     return build
@@ -154,7 +154,7 @@ def _words(class_name: str) -> str:
 # --------------------------------------------------------------------------- throttled-py
 
 
-def throttled(family: str, url: str | None = None) -> Factory | None:
+def throttled(family: str, url: str | None = None, amount: int = AMOUNT) -> Factory | None:
     using = THROTTLED.get(family)
     if using is None:
         return None
@@ -166,7 +166,7 @@ def throttled(family: str, url: str | None = None) -> Factory | None:
             store: Any = MemoryStore(options={"MAX_SIZE": MAX_KEYS})
         else:
             store = RedisStore(server=url)
-        limiter = Throttled(using=using, quota=per_hour(AMOUNT), store=store)
+        limiter = Throttled(using=using, quota=per_hour(amount), store=store)
         return Contender("throttled-py", using.replace("_", " "), limiter.limit, _nothing)
 
     return build
