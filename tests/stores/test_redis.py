@@ -586,10 +586,11 @@ def silent_server() -> Iterator[int]:
 def test_a_hung_redis_times_out_fast(silent_server: int) -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{silent_server}/0", socket_timeout=0.2)
     limiter = RateLimiter("3/minute", store=store, on_store_error="allow")
-    start = time.monotonic()
-    d = limiter.hit("k")
-    assert d.allowed and d.fallback
-    assert time.monotonic() - start < 0.5
+    for _ in range(3):  # the first request builds the client, the next ones take the fast path
+        start = time.monotonic()
+        d = limiter.hit("k")
+        assert d.allowed and d.fallback
+        assert time.monotonic() - start < 0.5
     store.close()
 
 
