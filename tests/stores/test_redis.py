@@ -801,3 +801,26 @@ def test_a_forked_child_gets_its_own_connection(url: str) -> None:
     assert answer == "True 7"
     assert limiter.hit("k").remaining == 6  # the parent's connection still works
     store.close()
+
+
+def test_cluster_and_sentinel_url_details() -> None:
+    store = RedisStore.from_url("redis+sentinel://u:p%40ss@10.0.0.1:26379,10.0.0.2/main/3")
+    client = store._factory()  # type: ignore[misc]
+    pool = client.connection_pool
+    assert pool.service_name == "main"
+    kwargs = pool.connection_kwargs
+    assert (kwargs["db"], kwargs["username"], kwargs["password"]) == (3, "u", "p@ss")
+    sentinels = [s.connection_pool.connection_kwargs for s in client._ratekeeper_also_close]
+    assert [(s["host"], s["port"]) for s in sentinels] == [("10.0.0.1", 26379), ("10.0.0.2", 26379)]
+    assert all(s["socket_timeout"] == 0.5 for s in sentinels)
+    store.close()
+
+    url = env_url("RATEKEEPER_REDIS_CLUSTER_URL")
+    store = RedisStore.from_url(url + "?socket_timeout=0.3", prefix=prefix())
+    store.ping()
+    nodes = store._client.get_nodes()
+    assert len(nodes) == 3
+    assert all(
+        n.redis_connection.connection_pool.connection_kwargs["socket_timeout"] == 0.3 for n in nodes
+    )
+    store.close()

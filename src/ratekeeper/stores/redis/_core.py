@@ -25,14 +25,18 @@ from ratekeeper.stores.base import LEASE_PART, Rule
 
 __all__ = [
     "DEFAULTS",
-    "UNAVAILABLE",
     "FAST_RETRY",
+    "LEASE_ACQUIRE",
+    "LEASE_RELEASE",
+    "LIMIT_SCRIPTS",
+    "UNAVAILABLE",
     "NoScriptError",
     "Prepared",
     "RedisCore",
     "Script",
     "TimeSource",
     "build_client",
+    "parse_decision",
     "unavailable",
 ]
 
