@@ -4,6 +4,7 @@ store shares is in test_conformance.py."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import queue
@@ -129,7 +130,7 @@ def test_sql_matches_python_on_random_inputs(url: str, options: dict[str, Any], 
         states: list[Any] = [None] * len(rule.limits)
         for i in range(120):
             now += rng.choice([0.0, 0.0, 0.01, 0.1, 0.29999, 0.3, 1.0, 2.5, 8.0, -0.05])
-            cost = rng.choice([0, 0.5, 1, 1, 1, 2, 3, 11])
+            cost = rng.choice([0, 0.5, 0.1, 0.7, 1, 1, 1, 2, 3, 11])
             news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
             got = store.hit(key, rule, cost, now)
             where = f"step {i} now {now!r} cost {cost}: {got!r} != {want!r}"
@@ -331,6 +332,24 @@ def test_restart_mid_run_falls_back_then_recovers(url: str, options: dict[str, A
     store.close()
 
 
+async def test_async_restart_mid_run_recovers(url: str, options: dict[str, Any]) -> None:
+    store = AsyncPostgresStore.from_url(url, **options)
+    limiter = AsyncRateLimiter("3/day", store=store, on_store_error="deny")
+    assert (await limiter.hit("k")).allowed
+    await asyncio.to_thread(pg_ctl, "restart", "-m", "fast", "-w")
+    t0 = time.monotonic()
+    d = await limiter.hit("k")  # the pooled connection died with the server
+    assert time.monotonic() - t0 < 1.5
+    deadline = time.monotonic() + 15
+    while d.fallback:
+        assert not d.allowed
+        assert time.monotonic() < deadline, "no recovery after the restart"
+        await asyncio.sleep(0.05)
+        d = await limiter.hit("k")
+    assert d.allowed and d.remaining == 1 and not d.fallback
+    await store.close()
+
+
 def test_unreachable_host_is_unavailable_fast(options: dict[str, Any]) -> None:
     port = free_port()  # nothing listens there
     store = PostgresStore.from_url(f"postgresql://u:p@127.0.0.1:{port}/db", **options)
@@ -418,6 +437,13 @@ def test_migration_is_idempotent_and_concurrent(url: str, options: dict[str, Any
     assert stores[1].migrate() is False
     assert stores[2].migrate(force=True) is True  # re-applying keeps the data
     assert limiter.hit("k").allowed and not limiter.hit("k").allowed
+    # an older recorded version is upgraded (the schema is re-applied), data kept
+    meta = sql.Identifier(options["schema"], options["table_prefix"] + "meta")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("UPDATE {} SET version = 1").format(meta))
+    assert stores[3].migrate() is True
+    assert stores[4].migrate() is False
+    assert not limiter.hit("k").allowed
     for s in stores:
         s.close()
 

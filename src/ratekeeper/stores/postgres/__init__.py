@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Self
 
 import psycopg
@@ -38,7 +36,6 @@ from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, StoreUnavailable
 from ratekeeper.stores.base import Rule
 from ratekeeper.stores.postgres._core import (
-    LAST_ERRORS,
     MISSING_SCHEMA,
     UNAVAILABLE,
     Migration,
@@ -52,28 +49,36 @@ __all__ = ["AsyncPostgresStore", "PostgresStore"]
 _SLICE = 0.05  # seconds: how often a caller waiting for a connection re-checks the server
 
 
-class _Connection(psycopg.Connection[Any]):
-    @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
-        try:
-            conn = super().connect(conninfo, **kwargs)
-        except Exception as exc:
-            LAST_ERRORS[conninfo] = exc
-            raise
-        LAST_ERRORS.pop(conninfo, None)
-        return conn
+def _connection_class(core: PostgresCore) -> type[psycopg.Connection[Any]]:
+    """A connection class that tells ``core`` how the pool's attempts to connect go."""
+
+    class Connection(psycopg.Connection[Any]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+            try:
+                conn = super().connect(conninfo, **kwargs)
+            except Exception as exc:
+                core.connect_error = exc
+                raise
+            core.connect_error = None
+            return conn
+
+    return Connection
 
 
-class _AsyncConnection(psycopg.AsyncConnection[Any]):
-    @classmethod
-    async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
-        try:
-            conn = await super().connect(conninfo, **kwargs)
-        except Exception as exc:
-            LAST_ERRORS[conninfo] = exc
-            raise
-        LAST_ERRORS.pop(conninfo, None)
-        return conn
+def _async_connection_class(core: PostgresCore) -> type[psycopg.AsyncConnection[Any]]:
+    class AsyncConnection(psycopg.AsyncConnection[Any]):
+        @classmethod
+        async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+            try:
+                conn = await super().connect(conninfo, **kwargs)
+            except Exception as exc:
+                core.connect_error = exc
+                raise
+            core.connect_error = None
+            return conn
+
+    return AsyncConnection
 
 
 def _options(options: dict[str, Any]) -> Options:
@@ -96,7 +101,7 @@ class PostgresStore(PostgresCore):
         if pool is None:
             pool = ConnectionPool(
                 self._conninfo,
-                connection_class=_Connection,
+                connection_class=_connection_class(self),
                 kwargs=self.conn_kwargs(),
                 min_size=o.pool_min_size,
                 max_size=o.pool_max_size,
@@ -109,6 +114,7 @@ class PostgresStore(PostgresCore):
         self._opened = not self._owns_pool
         self._ready = not o.auto_migrate
         self._lock = threading.Lock()
+        self._setup_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -132,10 +138,17 @@ class PostgresStore(PostgresCore):
                 if not self._opened:
                     self._open()
                 if not self._ready:
-                    self._migrate(False)
-                with self.pool.connection(self.pool_wait()) as conn:
+                    with self._setup_lock:  # one set-up per store, the others wait for it
+                        if not self._ready:
+                            self._migrate(False)
+                conn = self._getconn()
+                try:
                     cur = conn.execute(query, params or None)
                     row = cur.fetchone() if cur.description else None
+                    if not conn.autocommit:  # a pool given by the caller
+                        conn.commit()
+                finally:
+                    self.pool.putconn(conn)
                 self.healthy()
                 return row[0] if row else None
             except StoreUnavailable:
@@ -145,43 +158,44 @@ class PostgresStore(PostgresCore):
                     raise
                 self._ready = False  # the schema was dropped: set it up again, retry once
             except UNAVAILABLE as exc:
-                raise self.unavailable(exc, LAST_ERRORS.get(self._conninfo)) from exc
+                raise self.unavailable(exc) from exc
         raise AssertionError("unreachable")
 
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection, waiting in short slices so that a server found refusing or
-        down answers at once (see `PostgresCore.keep_waiting`)."""
-        deadline = time.monotonic() + self.pool_wait()
+    def _getconn(self) -> psycopg.Connection[Any]:
+        """A pooled connection. Until the store has worked, or while it fails, wait in short
+        slices so that a server found refusing or down answers at once."""
+        conn: psycopg.Connection[Any]
+        wait = self.pool_wait()
+        if not self.sliced_wait():
+            conn = self.pool.getconn(wait)
+            return conn
+        deadline = time.monotonic() + wait
         while True:
             try:
-                cm = self.pool.connection(min(_SLICE, max(deadline - time.monotonic(), 0.001)))
-                conn = cm.__enter__()
+                conn = self.pool.getconn(min(_SLICE, max(deadline - time.monotonic(), 0.001)))
+                return conn
             except PoolTimeout:
-                if self.keep_waiting(deadline):
-                    continue
-                raise
-            break
-        try:
-            yield conn
-        except BaseException as exc:
-            if not cm.__exit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            cm.__exit__(None, None, None)
+                if not self.keep_waiting(deadline):
+                    raise
 
     def _migrate(self, force: bool) -> bool:
-        with self._connection() as conn, conn.transaction():
-            flow: Migration = self.migration(force)
-            result: Any = None
-            while True:
-                try:
-                    query, params, fetch = flow.send(result)
-                except StopIteration as stop:
-                    self._ready = True
-                    return bool(stop.value)
-                cur = conn.execute(query, params or None)
-                result = cur.fetchall() if fetch else None
+        conn = self._getconn()
+        try:
+            with conn.transaction():
+                flow: Migration = self.migration(force)
+                result: Any = None
+                while True:
+                    try:
+                        query, params, fetch = flow.send(result)
+                    except StopIteration as stop:
+                        changed = bool(stop.value)
+                        break
+                    cur = conn.execute(query, params or None)
+                    result = cur.fetchall() if fetch else None
+        finally:
+            self.pool.putconn(conn)
+        self._ready = True
+        return changed
 
     def migrate(self, force: bool = False) -> bool:
         """Create or upgrade the schema (idempotent; safe from many processes at once).
@@ -195,7 +209,7 @@ class PostgresStore(PostgresCore):
         except UNAVAILABLE as exc:
             if isinstance(exc, StoreUnavailable):
                 raise
-            raise self.unavailable(exc, LAST_ERRORS.get(self._conninfo)) from exc
+            raise self.unavailable(exc) from exc
 
     def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         return self.parse_hit(
@@ -252,6 +266,7 @@ class AsyncPostgresStore(PostgresCore):
         self._pool = pool
         self._opened = pool is not None
         self._open_lock = asyncio.Lock()
+        self._setup_lock = asyncio.Lock()
         self._ready = not self.options.auto_migrate
 
     @classmethod
@@ -276,7 +291,7 @@ class AsyncPostgresStore(PostgresCore):
             o = self.options
             pool = AsyncConnectionPool(
                 self._conninfo,
-                connection_class=_AsyncConnection,
+                connection_class=_async_connection_class(self),
                 kwargs=self.conn_kwargs(),
                 min_size=o.pool_min_size,
                 max_size=o.pool_max_size,
@@ -300,10 +315,17 @@ class AsyncPostgresStore(PostgresCore):
             try:
                 pool = await self._get_pool()
                 if not self._ready:
-                    await self._migrate(False)
-                async with pool.connection(self.pool_wait()) as conn:
+                    async with self._setup_lock:  # one set-up per store, the others wait for it
+                        if not self._ready:
+                            await self._migrate(False)
+                conn = await self._getconn(pool)
+                try:
                     cur = await conn.execute(query, params or None)
                     row = await cur.fetchone() if cur.description else None
+                    if not conn.autocommit:  # a pool given by the caller
+                        await conn.commit()
+                finally:
+                    await pool.putconn(conn)
                 self.healthy()
                 return row[0] if row else None
             except StoreUnavailable:
@@ -313,45 +335,44 @@ class AsyncPostgresStore(PostgresCore):
                     raise
                 self._ready = False
             except UNAVAILABLE as exc:
-                raise self.unavailable(exc, LAST_ERRORS.get(self._conninfo)) from exc
+                raise self.unavailable(exc) from exc
         raise AssertionError("unreachable")
 
-    @asynccontextmanager
-    async def _connection(
-        self, pool: AsyncConnectionPool[Any]
-    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection, waiting in short slices (see `PostgresStore._connection`)."""
-        deadline = time.monotonic() + self.pool_wait()
+    async def _getconn(self, pool: AsyncConnectionPool[Any]) -> psycopg.AsyncConnection[Any]:
+        """A pooled connection (see `PostgresStore._getconn`)."""
+        conn: psycopg.AsyncConnection[Any]
+        wait = self.pool_wait()
+        if not self.sliced_wait():
+            conn = await pool.getconn(wait)
+            return conn
+        deadline = time.monotonic() + wait
         while True:
             try:
-                cm = pool.connection(min(_SLICE, max(deadline - time.monotonic(), 0.001)))
-                conn = await cm.__aenter__()
+                conn = await pool.getconn(min(_SLICE, max(deadline - time.monotonic(), 0.001)))
+                return conn
             except PoolTimeout:
-                if self.keep_waiting(deadline):
-                    continue
-                raise
-            break
-        try:
-            yield conn
-        except BaseException as exc:
-            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            await cm.__aexit__(None, None, None)
+                if not self.keep_waiting(deadline):
+                    raise
 
     async def _migrate(self, force: bool) -> bool:
         pool = await self._get_pool()
-        async with self._connection(pool) as conn, conn.transaction():
-            flow: Migration = self.migration(force)
-            result: Any = None
-            while True:
-                try:
-                    query, params, fetch = flow.send(result)
-                except StopIteration as stop:
-                    self._ready = True
-                    return bool(stop.value)
-                cur = await conn.execute(query, params or None)
-                result = await cur.fetchall() if fetch else None
+        conn = await self._getconn(pool)
+        try:
+            async with conn.transaction():
+                flow: Migration = self.migration(force)
+                result: Any = None
+                while True:
+                    try:
+                        query, params, fetch = flow.send(result)
+                    except StopIteration as stop:
+                        changed = bool(stop.value)
+                        break
+                    cur = await conn.execute(query, params or None)
+                    result = await cur.fetchall() if fetch else None
+        finally:
+            await pool.putconn(conn)
+        self._ready = True
+        return changed
 
     async def migrate(self, force: bool = False) -> bool:
         """Create or upgrade the schema (idempotent; safe from many processes at once)."""
@@ -360,7 +381,7 @@ class AsyncPostgresStore(PostgresCore):
         except UNAVAILABLE as exc:
             if isinstance(exc, StoreUnavailable):
                 raise
-            raise self.unavailable(exc, LAST_ERRORS.get(self._conninfo)) from exc
+            raise self.unavailable(exc) from exc
 
     async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         args = self.hit_args(key, rule, cost, now, True)

@@ -37,7 +37,7 @@ TimeSource = Literal["server", "client"]
 
 # Bump when schema.sql changes; `migrate()` re-runs the (idempotent) schema when the database
 # holds an older version.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Errors that mean "the server cannot be used right now" (refused, reset, authentication failed,
 # admin shutdown, statement timeout, no pooled connection in time).
@@ -52,10 +52,6 @@ MISSING_SCHEMA: tuple[type[BaseException], ...] = (
     psycopg.errors.UndefinedTable,
     psycopg.errors.InvalidSchemaName,
 )
-
-# The last connection error per connection string (cleared by a successful connection), so that
-# "no connection in time" can say why, and callers stop waiting for a server that refuses them.
-LAST_ERRORS: dict[str, BaseException] = {}
 
 _URL_OPTIONS = ("schema", "table_prefix", "time_source")
 _MAX_PLAIN_KEY = 200
@@ -184,7 +180,9 @@ class PostgresCore:
         self._suspect_until = 0.0  # monotonic time until which pooled connections are checked
         self._failing = False  # the last call failed: wait only briefly for a connection
         self._connected = False  # a call succeeded once
-        self._conninfo_text = ""
+        # The pool's last failed attempt to connect (None after a success): "no connection in
+        # time" can then say why, and callers stop waiting for a server that refuses them.
+        self.connect_error: BaseException | None = None
         prefix, schema = o.table_prefix, o.schema
         self.ids: dict[str, sql.Composable] = {
             "schema": sql.Identifier(schema),
@@ -231,9 +229,7 @@ class PostgresCore:
         }
         if "connect_timeout" not in params:
             extra["connect_timeout"] = max(2, round(self.options.connect_timeout))
-        base = make_conninfo(base, **extra)
-        self._conninfo_text = base
-        return base
+        return make_conninfo(base, **extra)
 
     def _rule_args(self, rule: Rule) -> _RuleArgs:
         args = self._rules.get(rule.parts)
@@ -369,19 +365,27 @@ class PostgresCore:
             return min(o.pool_timeout, o.connect_timeout + 0.5)
         return o.pool_timeout
 
+    def sliced_wait(self) -> bool:
+        """Whether to wait for a connection in short slices (checking `keep_waiting`): until
+        the store has worked once, and while it fails. Otherwise callers simply queue."""
+        return self._failing or not self._connected
+
     def keep_waiting(self, deadline: float) -> bool:
         """After a short wait for a pooled connection: wait more, unless the pool's last attempt
         to connect failed (then the server is down, or refuses us: answer now)."""
-        return time.monotonic() < deadline and self._conninfo_text not in LAST_ERRORS
+        return time.monotonic() < deadline and self.connect_error is None
 
     def must_check(self) -> bool:
         """Whether a pooled connection should be tested before use (after a recent failure)."""
         return time.monotonic() < self._suspect_until
 
-    def unavailable(self, exc: BaseException, last_error: BaseException | None) -> StoreUnavailable:
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
         """The `StoreUnavailable` for a driver error; marks the server as suspect for a while."""
-        self._suspect_until = time.monotonic() + 5.0
-        self._failing = True
+        last_error = self.connect_error
+        if not isinstance(exc, psycopg_pool.PoolTimeout) or last_error is not None:
+            # a real failure, not just every connection busy: answer fast for a while
+            self._suspect_until = time.monotonic() + 5.0
+            self._failing = True
         if isinstance(exc, psycopg_pool.PoolTimeout) and last_error is not None:
             detail = f"{exc} (last connection error: {_describe(last_error)})"
         else:

@@ -213,7 +213,7 @@ BEGIN
 END
 $rk$
 --;;
--- Sliding log. State: [t1, c1, t2, c2, ...] in insertion order.
+-- Sliding log. State: [t1, c1, t2, c2, ...], sorted by time.
 CREATE OR REPLACE FUNCTION {f_sliding_log}(
     st float8[], now float8, cost float8, amount float8, per float8, cap float8,
     OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
@@ -226,7 +226,7 @@ DECLARE
     newest float8 := NULL;
     freed float8;
     i int;
-    e record;
+    j int;
 BEGIN
     delay := 0;
     IF st IS NOT NULL THEN
@@ -240,7 +240,12 @@ BEGIN
     END IF;
     IF used + cost <= amount THEN
         IF cost <> 0 THEN
-            kept := kept || ARRAY[now, cost];
+            -- keep the log sorted by time (after equal times), as the Python reference does
+            j := cardinality(kept) / 2;
+            WHILE j > 0 AND kept[2 * j - 1] > now LOOP
+                j := j - 1;
+            END LOOP;
+            kept := kept[1:2 * j] || ARRAY[now, cost] || kept[2 * j + 1:cardinality(kept)];
             newest := greatest(newest, now);
         END IF;
         ns := CASE WHEN cardinality(kept) > 0 THEN kept END;
@@ -256,14 +261,10 @@ BEGIN
         ELSE
             freed := used + cost - amount;
             retry_after := 0;
-            FOR e IN
-                SELECT kept[2 * j - 1] AS t, kept[2 * j] AS c
-                FROM generate_series(1, cardinality(kept) / 2) AS j
-                ORDER BY 1, 2
-            LOOP
-                freed := freed - e.c;
+            FOR j IN 1 .. cardinality(kept) / 2 LOOP  -- oldest first
+                freed := freed - kept[2 * j];
                 IF freed <= 1e-9::float8 THEN
-                    retry_after := e.t + per - now;
+                    retry_after := kept[2 * j - 1] + per - now;
                     EXIT;
                 END IF;
             END LOOP;
