@@ -416,6 +416,8 @@ class NatsStore:
     loop in a daemon thread. Thread-safe; every thread shares one NATS connection."""
 
     def __init__(self, *args: Any, **options: Any) -> None:
+        if options.get("nc") is not None:
+            raise ConfigError("nc= belongs to an event loop: pass it to AsyncNatsStore instead")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ratekeeper-nats", daemon=True
