@@ -74,13 +74,13 @@ class Settings:
 
 
 FULL = Settings(
-    mem_n=10_000,
-    threads_n=20_000,
-    redis_n=1_500,
-    async_n=3_000,
-    cache_n=3_000,
+    mem_n=2_500,
+    threads_n=8_000,
+    redis_n=600,
+    async_n=2_000,
+    cache_n=2_000,
     keys_for_memory=100_000,
-    repeats=7,
+    repeats=11,
     warmup=1_000,
 )
 SMOKE = Settings(
