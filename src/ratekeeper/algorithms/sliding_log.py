@@ -47,9 +47,24 @@ class SlidingLog(Algorithm):
         used = total if total is not None else sum(entry[1] for entry in _entries(chunks))
         if used + cost <= amount:
             if cost:
-                chunks = _append(chunks, (now, cost))
-                whole = total is not None and (type(cost) is int or float(cost).is_integer())
-                total = total + cost if whole else None  # type: ignore[operator]
+                # Append (now, cost), inlined: one small chunk and the tuple of chunks copied.
+                # Concatenation, not `(*last, entry)`: one C-level copy, where unpacking builds a
+                # list first.
+                entry = (now, cost)
+                if not chunks:
+                    chunks = ((entry,),)
+                else:
+                    last = chunks[-1]
+                    if now < last[-1][0]:  # threads racing to the lock, or a clock stepping back
+                        chunks = _insert(chunks, entry)
+                    elif len(last) < CHUNK:
+                        chunks = chunks[:-1] + (last + (entry,),)  # noqa: RUF005
+                    else:
+                        chunks = chunks + ((entry,),)  # noqa: RUF005
+                if total is not None and (type(cost) is int or float(cost).is_integer()):
+                    total += cost
+                else:
+                    total = None
             remaining = int(amount - used - cost + 1e-9)
             if not chunks:
                 return None, Decision(True, amount, remaining, 0.0, 0.0, 0.0, limit)
@@ -97,20 +112,6 @@ def _expire(chunks: Chunks, total: float | None, cutoff: float) -> tuple[Chunks,
     if total is not None:
         total -= sum(entry[1] for entry in _entries(tuple(gone)))
     return kept, total
-
-
-def _append(chunks: Chunks, entry: Entry) -> Chunks:
-    """The log with ``entry`` added, kept sorted by time."""
-    if not chunks:
-        return ((entry,),)
-    last = chunks[-1]
-    when = entry[0]
-    if when < last[-1][0]:  # threads racing to the lock, or a clock stepping back
-        return _insert(chunks, entry)
-    # Concatenation, not `(*last, entry)`: one C-level copy, where unpacking builds a list first.
-    if len(last) < CHUNK:
-        return chunks[:-1] + (last + (entry,),)  # noqa: RUF005
-    return chunks + ((entry,),)  # noqa: RUF005
 
 
 def _insert(chunks: Chunks, entry: Entry) -> Chunks:
