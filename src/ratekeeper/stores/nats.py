@@ -234,6 +234,7 @@ class AsyncNatsStore:
         if task is None or task.done():
             self._errors.clear()
             task = self._connecting = asyncio.ensure_future(self._connect())
+            task.add_done_callback(_retrieve)  # a failure is reported to the waiting callers
             self._connect_deadline = loop.time() + self.connect_timeout
         # Wait until the first caller's deadline; once it passed (the server is down or slow,
         # and nats-py keeps trying in the background) answer soon.
@@ -474,6 +475,12 @@ class NatsStore:
 
 async def _quiet() -> None:
     """nats-py logs connection events unless given callbacks; the store reports by raising."""
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a background task's exception as seen (its waiters may have given up)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _describe(exc: BaseException) -> str:
