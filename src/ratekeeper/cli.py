@@ -50,10 +50,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ratekeeper", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="show every algorithm admitting and denying a burst")
+    migrate = sub.add_parser("migrate", help="create or upgrade a PostgreSQL store's schema")
+    migrate.add_argument("url", help="postgresql://user:password@host/db")
+    migrate.add_argument("--schema", default="public")
+    migrate.add_argument("--table-prefix", default="ratekeeper_")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return _migrate(args.url, args.schema, args.table_prefix)
     if args.command == "demo":
         try:
             demo(sys.stdout)
         except BrokenPipeError:  # `ratekeeper demo | head`
             sys.stderr.close()
+    return 0
+
+
+def _migrate(url: str, schema: str, table_prefix: str) -> int:
+    """``ratekeeper migrate URL``: apply the PostgreSQL schema now (idempotent), e.g. as the
+    owner role at deploy time, so that app servers can run with ``auto_migrate=False``."""
+    from ratekeeper.errors import ConfigError, StoreUnavailable
+    from ratekeeper.stores.postgres import PostgresStore
+
+    try:
+        store = PostgresStore.from_url(url, schema=schema, table_prefix=table_prefix)
+        try:
+            changed = store.migrate()
+        finally:
+            store.close()
+    except (ConfigError, StoreUnavailable) as exc:
+        print(f"ratekeeper migrate: {exc}", file=sys.stderr)
+        return 1
+    print("schema applied" if changed else "schema already current")
     return 0

@@ -505,3 +505,24 @@ def test_user_supplied_pool(url: str, options: dict[str, Any]) -> None:
         store.close()  # the pool belongs to the caller: still open
         with pool.connection() as conn:
             conn.execute("SELECT 1")
+
+
+def test_cli_migrate(url: str, options: dict[str, Any], capsys) -> None:
+    from ratekeeper.cli import main
+
+    argv = [
+        "migrate",
+        url,
+        "--schema",
+        options["schema"],
+        "--table-prefix",
+        options["table_prefix"],
+    ]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == ["schema applied", "schema already current"]
+    store = PostgresStore.from_url(url, auto_migrate=False, **options)
+    assert RateLimiter("1/minute", store=store).hit("k").allowed
+    store.close()
+    assert main(["migrate", f"postgresql://u:p@127.0.0.1:{free_port()}/db"]) == 1
+    assert "postgresql unavailable" in capsys.readouterr().err
