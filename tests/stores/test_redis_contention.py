@@ -16,7 +16,7 @@ from ratekeeper import RateLimiter
 from ratekeeper.algorithms import ALGORITHMS
 from ratekeeper.stores.redis import RedisStore
 
-from .backends.redis import env_url
+from .backends.redis import PATIENT, env_url
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -29,7 +29,7 @@ CASES = [(algorithm, "1000/hour") for algorithm in ALGORITHMS] + [
 
 def worker(url: str, prefix: str, limits: str, algorithm: str, key: str, start_at: float) -> int:
     """One process: 4 threads hitting one key, all starting at ``start_at``."""
-    store = RedisStore.from_url(url, prefix=prefix, max_connections=THREADS)
+    store = RedisStore.from_url(url, prefix=prefix, max_connections=THREADS, **PATIENT)
     limiter = RateLimiter(limits, algorithm=algorithm, store=store)
     store.ping()  # connect before the start line
     counts = [0] * THREADS

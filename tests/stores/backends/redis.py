@@ -28,14 +28,21 @@ def env_url(name: str) -> str:
     return url
 
 
+# Behaviour tests, not latency tests: generous timeouts so that a busy test machine cannot turn
+# a slow reply into StoreUnavailable. (test_redis.py tests the short defaults.)
+PATIENT = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, "pool_timeout": 5.0}
+
+
 def _factory(var: str) -> tuple[object, object]:
     def make_sync() -> RedisStore:
         prefix = f"rktest:{uuid.uuid4().hex[:12]}"
-        return RedisStore.from_url(env_url(var), prefix=prefix, time_source="client")
+        return RedisStore.from_url(env_url(var), prefix=prefix, time_source="client", **PATIENT)
 
     def make_async() -> AsyncRedisStore:
         prefix = f"rktest:{uuid.uuid4().hex[:12]}"
-        return AsyncRedisStore.from_url(env_url(var), prefix=prefix, time_source="client")
+        return AsyncRedisStore.from_url(
+            env_url(var), prefix=prefix, time_source="client", **PATIENT
+        )
 
     return make_sync, make_async
 
