@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,8 +62,10 @@ same server, and the "floor" rows are the raw round trips every decision pays at
 Redis the sliding-log family gets a tenth of the decisions per sample: every library keeps one entry
 per admitted request, so on one key the cost of a decision grows with the run.
 
-Ratios ("x ratekeeper") are "how many times ratekeeper's cost": a peer's time (or bytes) divided by
-ratekeeper's, or ratekeeper's decisions/s divided by the peer's. Above 1: ratekeeper leads.
+Ratios ("x ratekeeper") are how many times ratekeeper's cost a peer's is: its time (or bytes)
+divided by ratekeeper's, or ratekeeper's decisions/s divided by its own. They are taken round by
+round (every library runs once per round, so a burst of load on the machine weighs on both
+samples of a pair) and the median of those is shown. Above 1: ratekeeper leads.
 """
 
 
@@ -117,6 +120,17 @@ def fmt(value: float, unit: str) -> str:
 
 
 def ratio(row: Row, reference: Row) -> float:
+    """How many times ratekeeper's cost ``row`` is (above 1: ratekeeper leads).
+
+    The median of the per-repeat ratios when both were measured in the same repeats: the two
+    samples of one repeat ran back to back, so a burst of load on the machine weighs on both,
+    where the ratio of two medians could pair a quiet sample with a busy one.
+    """
+    pairs = list(zip(row.samples, reference.samples, strict=False))
+    if len(row.samples) == len(reference.samples) > 1 and all(a > 0 and b > 0 for a, b in pairs):
+        if row.unit == "dec/s":
+            return statistics.median(b / a for a, b in pairs)
+        return statistics.median(a / b for a, b in pairs)
     if row.unit == "dec/s":
         return reference.value / row.value if row.value else float("inf")
     return row.value / reference.value if reference.value else float("inf")

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,7 @@ class Row:
     value: float  # median
     spread: float  # (max - min) / median
     unit: str
+    samples: list[float] = field(default_factory=list)  # one per repeat, in repeat order
 
 
 def log(text: str) -> None:
@@ -134,6 +135,7 @@ class Runner:
             median,
             spread,
             UNITS[section],
+            list(samples),
         )
         self.rows.append(row)
         log(
