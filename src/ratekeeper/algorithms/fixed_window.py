@@ -15,12 +15,15 @@ class FixedWindow(Algorithm):
         per = limit.per
         amount = limit.amount
         k = int((now + EPS_TIME) // per)
-        count = 0.0
-        if state is not None:
-            if state[0] == k:
-                count = state[1]
-            elif state[0] > k:  # the clock stepped back: stay in the newer window
-                k, count = state
+        if state is None:
+            count = 0.0
+        else:
+            last, count = state
+            if last != k:
+                if last > k:  # the clock stepped back: stay in the newer window
+                    k = last
+                else:
+                    count = 0.0
         end = (k + 1) * per - now
         if count + cost <= amount:
             count += cost

@@ -119,7 +119,9 @@ class MemoryStore:
             return self._hit_all(key, rule, cost, now)
         # One limit, the common case: `_Table.get` and `put` inlined (this runs on every request).
         table, apply, limit = fast
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: its __enter__/__exit__ calls cost more than the dict work
+        try:
             if now - table.rotated_at >= table.horizon:
                 table.rotate(now)
             young = table.young
@@ -133,6 +135,8 @@ class MemoryStore:
                 else:
                     young[key] = new
             return decision
+        finally:
+            lock.release()
 
     def _hit_all(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         """Several limits: all-or-nothing."""
