@@ -58,7 +58,8 @@ class SlidingLog(Algorithm):
                     if now < last[-1][0]:  # threads racing to the lock, or a clock stepping back
                         chunks = _insert(chunks, entry)
                     elif len(last) < CHUNK:
-                        chunks = chunks[:-1] + (last + (entry,),)  # noqa: RUF005
+                        last += (entry,)
+                        chunks = (last,) if len(chunks) == 1 else chunks[:-1] + (last,)  # noqa: RUF005
                     else:
                         chunks = chunks + ((entry,),)  # noqa: RUF005
                 if total is not None and (type(cost) is int or float(cost).is_integer()):
