@@ -45,6 +45,8 @@ Flow: TypeAlias = Generator[Step, Any, tuple[Decision, str | None]]
 class _LimiterCore:
     """What the sync and async limiters share: configuration, checks and decisions."""
 
+    store: Any  # a Store or an AsyncStore: each twin declares which
+
     def __init__(
         self,
         limits: Limits,
@@ -91,6 +93,12 @@ class _LimiterCore:
         self._owns_store = store is None or isinstance(store, str)
         self._last_warning = -INF
         self._open(store)
+        supported = getattr(self.store, "algorithms", None)  # stores with server-side ports
+        if supported is not None and self.rule.algorithm.name not in supported:
+            raise ConfigError(
+                f"{type(self.store).__name__} cannot run algorithm {self.algorithm!r}; "
+                f"it runs {', '.join(sorted(supported))}"
+            )
 
     def _open(self, store: Any) -> None:
         """Set ``self.store`` (from a URL, an object, or a new memory store) and ``self._sleep``."""

@@ -116,6 +116,14 @@ def test_limiter_accepts_the_url(url: str) -> None:
         assert not limiter.hit(key).allowed
 
 
+def test_custom_algorithm_without_lua_fails_at_construction(url: str) -> None:
+    class Doubled(type(ALGORITHMS["gcra"])):  # type: ignore[misc]
+        name = "doubled_gcra"
+
+    with pytest.raises(ConfigError, match="cannot run algorithm 'doubled_gcra'"):
+        RateLimiter("1/minute", algorithm=Doubled(), store=RedisStore.from_url(url))
+
+
 def test_url_forms_build_the_right_connections(tmp_path: Path) -> None:
     store = RedisStore.from_url("rediss://user:secret@example.invalid:6380/2", socket_timeout=0.2)
     client = store._factory()  # type: ignore[misc]

@@ -352,3 +352,12 @@ async def test_async_200_tasks_exact():
     limiter = AsyncRateLimiter("50/hour")
     results = await asyncio.gather(*(limiter.hit("k") for _ in range(200)))
     assert sum(map(bool, results)) == 50
+
+
+def test_store_that_cannot_run_an_algorithm_fails_at_construction():
+    class GcraOnly(MemoryStore):
+        algorithms = frozenset({"gcra"})
+
+    assert RateLimiter("1/s", algorithm="gcra", store=GcraOnly()).hit("k")
+    with pytest.raises(ConfigError, match="cannot run algorithm 'token_bucket'; it runs gcra"):
+        RateLimiter("1/s", store=GcraOnly())

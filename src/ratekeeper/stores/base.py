@@ -41,7 +41,11 @@ LEASE_PART = "concurrency"
 
 @runtime_checkable
 class Store(Protocol):
-    """A synchronous store."""
+    """A synchronous store.
+
+    A store that runs the algorithms server-side (Lua, SQL) may also have an ``algorithms``
+    attribute naming those it can run; limiters check it when they are built.
+    """
 
     def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         """Apply a request of ``cost`` to every limit of ``rule`` for ``key``, all-or-nothing."""

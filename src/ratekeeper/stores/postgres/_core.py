@@ -20,6 +20,7 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ratekeeper.algorithms import ALGORITHMS
 from ratekeeper.decision import Decision, from_rows
 from ratekeeper.errors import ConfigError, StoreUnavailable
 from ratekeeper.stores.base import LEASE_PART, Rule
@@ -169,6 +170,9 @@ class _RuleArgs:
 
 class PostgresCore:
     """The pure part of a PostgreSQL store: what to send, and what the answers mean."""
+
+    #: The algorithms this store can run (custom ones have no SQL port).
+    algorithms: frozenset[str] = frozenset(ALGORITHMS)
 
     def __init__(self, options: Options) -> None:
         self.options = options

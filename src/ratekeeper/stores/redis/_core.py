@@ -219,6 +219,9 @@ class RedisCore:
 
     _aio: ClassVar[bool] = False
 
+    #: The algorithms this store can run (custom ones have no Lua port).
+    algorithms: frozenset[str] = frozenset(LIMIT_SCRIPTS)
+
     def __init__(
         self,
         client: Any = None,
