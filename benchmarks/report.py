@@ -54,18 +54,19 @@ throttled-py `Throttled.limit(key)` (a result with its state), pyrate-limiter
 
 Configuration made equivalent: throttled-py's memory store forgets keys beyond 1,024 by default
 (`MAX_SIZE`), so it is given room for every key; pyrate-limiter's `Limiter` sends every name to one
-shared bucket, so it is given a bucket factory that keeps one bucket per key (the per-key pattern
-its documentation shows). pyrate-limiter is not in the Redis cases (its Redis buckets need one
+shared bucket, so it is given a `BucketFactory` (its extension point for routing) that keeps one
+bucket per key. pyrate-limiter is not in the Redis cases (its Redis buckets need one
 bucket object per key and their own clock handling; the issue compares limits and throttled-py
 there). Redis runs use one redis-py connection per limiter (hiredis parser when installed), the
 same server, and the "floor" rows are the raw round trips every decision pays at least once. On
 Redis the sliding-log family gets a tenth of the decisions per sample: every library keeps one entry
 per admitted request, so on one key the cost of a decision grows with the run.
 
-Ratios ("x ratekeeper") are how many times ratekeeper's cost a peer's is: its time (or bytes)
-divided by ratekeeper's, or ratekeeper's decisions/s divided by its own. They are taken round by
-round (every library runs once per round, so a burst of load on the machine weighs on both
-samples of a pair) and the median of those is shown. Above 1: ratekeeper leads.
+Ratios ("x ratekeeper") compare a row with ratekeeper's row of the same algorithm: the row's
+time (or bytes) divided by ratekeeper's, or ratekeeper's decisions/s divided by the row's; above 1,
+ratekeeper leads. They are taken round by round (every library runs once per round, so a burst of
+load on the machine weighs on both samples of a pair) and the median is shown. In the hot-key
+table the reference is ratekeeper without the cache.
 """
 
 
