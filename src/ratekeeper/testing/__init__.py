@@ -15,7 +15,9 @@ __all__ = [
     "DenyAll",
     "FakeClock",
     "assert_allowed",
+    "assert_allowed_async",
     "assert_denied",
+    "assert_denied_async",
 ]
 
 
@@ -116,6 +118,3 @@ async def assert_denied_async(limiter: AsyncRateLimiter, key: str, cost: float =
     decision = await limiter.hit(key, cost)
     assert not decision.allowed, f"hit on {key!r} was allowed: {decision!r}"
     return decision
-
-
-__all__ += ["assert_allowed_async", "assert_denied_async"]
