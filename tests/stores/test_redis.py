@@ -9,6 +9,7 @@ import math
 import os
 import random
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -850,4 +851,94 @@ def test_cluster_and_sentinel_url_details() -> None:
     assert all(
         n.redis_connection.connection_pool.connection_kwargs["socket_timeout"] == 0.3 for n in nodes
     )
+    store.close()
+
+
+# ------------------------------------------------------------------ the sliding log in place
+
+
+def _sliding_log_trace(
+    store: RedisStore,
+    limits: tuple[Limit, ...],
+    steps: list[tuple[str, float, float]],
+    now: float = 1_700_000_000.25,
+) -> None:
+    rule = Rule("sliding_log", limits)
+    states: list[Any] = [None] * len(limits)
+    key = uuid.uuid4().hex
+    for i, (op, advance, cost) in enumerate(steps):
+        now = now - advance if op == "back" else now + advance
+        write = op != "peek"
+        got = (store.hit if write else store.peek)(key, rule, cost, now)
+        news, want = evaluate(rule.algorithm, limits, states, now, cost)
+        if write and news is not None:
+            states = news
+        assert_exactly(got, want, f"step {i} {op} {advance} cost {cost} at {now!r}")
+
+
+def test_sliding_log_long_logs_out_of_order_and_compaction(url: str) -> None:
+    """Long logs (thousands of entries), entries older than the newest (clock stepping back),
+    expiry of one, many or every entry, and the dead prefix dropped and kept around its bound:
+    Lua equals Python at every step."""
+    store = RedisStore.from_url(url, prefix=prefix(), time_source="client")
+    rng = random.Random(20261124)
+    limits = (Limit(400, per=10), Limit(3000, per=60))
+    steps: list[tuple[str, float, float]] = []
+    for _ in range(3000):
+        op = rng.choice(["hit"] * 12 + ["peek", "back", "back"])
+        advance = rng.choice([0.0, 0.0, 1e-7, 0.001, 0.004, 0.01, 0.02, 0.05, 0.3])
+        if rng.random() < 0.004:
+            advance = rng.choice([5.0, 9.99, 10.0, 30.0, 61.0])  # many or every entry expire
+        steps.append((op, advance, rng.choice([0, 1, 1, 1, 2, 3])))
+    _sliding_log_trace(store, limits, steps)
+    # fractional costs: the sum is taken entry by entry, oldest first
+    steps = [
+        (rng.choice(["hit", "hit", "hit", "back"]), rng.choice([0.0, 0.001, 0.01, 0.2]), c)
+        for c in rng.choices([1, 0.1, 0.25, 0.3, 2, 0.7], k=1200)
+    ]
+    _sliding_log_trace(store, (Limit(40, per=2.5),), steps)
+    # every step back lands before the newest entry, often between entries of equal time
+    steps = [("hit", 0.0, 1)] * 5
+    for _ in range(400):
+        steps += [("hit", 0.01, rng.choice([1, 2])), ("back", rng.choice([0.01, 0.02, 0.5]), 1)]
+        steps += [("hit", rng.choice([0.02, 0.03, 0.6]), 1)]
+    _sliding_log_trace(store, (Limit(150, per=3),), steps)
+    store.close()
+
+
+@pytest.mark.parametrize("dead", [0, 1, 9, 10, 11, 20])
+def test_sliding_log_compaction_boundaries(url: str, raw: redis.Redis, dead: int) -> None:
+    """20 entries, then `dead` of them expire at one admission: the dead prefix is kept while it
+    is at most the live entries, dropped past that; the decisions equal Python's either way, and
+    the string holds a 24-byte header and 16 bytes per kept entry."""
+    p = prefix()
+    store = RedisStore.from_url(url, prefix=p, time_source="client")
+    limits = (Limit(100, per=10),)
+    steps = [("hit", 0.01, 1)] * 20
+    steps += [("hit", 9.805 + 0.01 * dead if dead else 0.0, 1)]  # the cutoff between entries
+    steps += [("hit", 0.0, 2), ("back", 0.005, 1), ("hit", 0.0, 0), ("peek", 0, 1)]
+    _sliding_log_trace(store, limits, steps)
+    (key,) = raw.keys(f"{p}:*")
+    state = raw.get(key)
+    assert state is not None and state[:4] == b"RKL1"
+    live = 20 - dead + 3
+    kept = live + dead if dead <= 10 else live
+    assert len(state) == 24 + 16 * kept
+    assert 0 < raw.pttl(key) <= 10_000 + 600_000
+    store.close()
+
+
+def test_sliding_log_ignores_an_older_layout(url: str, raw: redis.Redis) -> None:
+    """A key holding the older layout (bare packed entries) reads as an empty log, is never
+    misread, and is replaced by the next admission."""
+    p = prefix()
+    store = RedisStore.from_url(url, prefix=p, time_source="client")
+    limiter = RateLimiter("2/minute", algorithm="sliding_log", store=store, clock=FakeClock(1e6))
+    key = store.reset_keys("k", limiter.rule)[0]
+    for entries in (1, 2, 3):  # 16, 32 and 48 bytes: never a header and whole records
+        raw.set(key, struct.pack(f"<{2 * entries}d", *[1e6, 1.0] * entries))
+        assert limiter.peek("k", cost=0).remaining == 2
+    assert limiter.hit("k").allowed and limiter.hit("k").allowed
+    assert not limiter.hit("k").allowed
+    assert raw.get(key)[:4] == b"RKL1"  # type: ignore[index]
     store.close()

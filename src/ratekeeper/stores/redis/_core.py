@@ -114,12 +114,13 @@ def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
         "token_bucket": _lua("token_bucket"),
         "fixed_window": _lua("floordiv") + _lua("fixed_window"),
         "sliding_window": _lua("floordiv") + _lua("sliding_window"),
-        "sliding_log": _lua("sliding_log"),
+        "sliding_log": _lua("sliding_log"),  # its own driver: it changes the log in place
         "gcra": "local SHAPING = false\n" + gcra,
         "leaky_bucket": "local SHAPING = true\n" + gcra,
     }
     limit_scripts = {
-        name: Script(name, f"{prelude}\n{body}\n{driver}") for name, body in bodies.items()
+        name: Script(name, f"{prelude}\n{body}\n{'' if name == 'sliding_log' else driver}")
+        for name, body in bodies.items()
     }
     acquire = Script("lease_acquire", f"{prelude}\n{_lua('lease_acquire')}")
     release = Script("lease_release", f"{prelude}\n{_lua('lease_release')}")
