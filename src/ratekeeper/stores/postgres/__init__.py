@@ -102,13 +102,8 @@ class PostgresStore(PostgresCore):
             pool = ConnectionPool(
                 self._conninfo,
                 connection_class=_connection_class(self),
-                kwargs=self.conn_kwargs(),
-                min_size=o.pool_min_size,
-                max_size=o.pool_max_size,
-                timeout=o.pool_timeout,
                 check=self._check,
-                open=False,
-                name="ratekeeper",
+                **self.pool_kwargs(),
             )
         self.pool = pool
         self._opened = not self._owns_pool
@@ -288,17 +283,11 @@ class AsyncPostgresStore(PostgresCore):
     async def _open(self) -> AsyncConnectionPool[Any]:
         pool = self._pool
         if pool is None:
-            o = self.options
             pool = AsyncConnectionPool(
                 self._conninfo,
                 connection_class=_async_connection_class(self),
-                kwargs=self.conn_kwargs(),
-                min_size=o.pool_min_size,
-                max_size=o.pool_max_size,
-                timeout=o.pool_timeout,
                 check=self._check,
-                open=False,
-                name="ratekeeper",
+                **self.pool_kwargs(),
             )
             await pool.open(wait=False)
             self._pool = pool

@@ -218,9 +218,17 @@ class PostgresCore:
 
     # -- statements and arguments ------------------------------------------------------------
 
-    def conn_kwargs(self) -> dict[str, Any]:
-        """Connection options for the pool."""
-        return {"autocommit": True}
+    def pool_kwargs(self) -> dict[str, Any]:
+        """What both drivers give their psycopg_pool pool besides the connection class."""
+        o = self.options
+        return {
+            "kwargs": {"autocommit": True},
+            "min_size": o.pool_min_size,
+            "max_size": o.pool_max_size,
+            "timeout": o.pool_timeout,
+            "open": False,
+            "name": "ratekeeper",
+        }
 
     def conninfo(self, base: str) -> str:
         """The connection string plus a connect timeout (unless the URL sets one) and the
