@@ -59,8 +59,8 @@ class _LimiterCore:
         on_store_error: OnStoreError = "raise",
         local_cache: bool | int = False,
     ) -> None:
-        self.limits: tuple[Limit, ...] = to_limits(limits)  # type: ignore[arg-type]
-        self.rule = Rule(algorithm, self.limits)
+        self.rule = Rule(algorithm, to_limits(limits))  # type: ignore[arg-type]
+        self.limits: tuple[Limit, ...] = self.rule.limits
         self.algorithm = self.rule.algorithm.name
         if clock is not None and not callable(clock):
             raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}")

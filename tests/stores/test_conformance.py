@@ -19,6 +19,7 @@ LIMIT_SETS = {
     "single": [Limit(5, per=2)],
     "burst": [Limit(4, per=1, burst=6)],
     "multi": [Limit(3, per=1), Limit(7, per=10)],
+    "repeated": [Limit(2, per=1), Limit(2, per=1)],  # one budget, however often it is written
 }
 
 

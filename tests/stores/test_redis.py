@@ -358,13 +358,13 @@ def test_lua_equals_python_exactly(url: str, algorithm: str) -> None:
             limits = (Limit(first.amount, per=first.per, burst=first.amount * 2), *limits[1:])
         rule = Rule(algorithm, limits)
         now = rng.choice([0.0, 1_000_000.0, 1.7e9 + rng.random()])
-        states: list[Any] = [None] * len(limits)
+        states: list[Any] = [None] * len(rule.limits)
         key = uuid.uuid4().hex
         for i, (op, advance, cost) in enumerate(random_trace(rng)):
             now = now - advance if op == "back" else now + advance
             write = op != "peek"
             got = (store.hit if write else store.peek)(key, rule, cost, now)
-            news, want = evaluate(rule.algorithm, limits, states, now, cost)
+            news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
             if write and news is not None:
                 states = news
             assert_exactly(got, want, f"case {case} step {i} {op} cost {cost} at {now!r} {rule}")
@@ -744,13 +744,13 @@ def test_shared_table_lua_equals_python(url: str, algorithm: str, case: str) -> 
     store = RedisStore.from_url(url, prefix=prefix(), time_source="client")
     rule = Rule(algorithm, limits)
     now = 1.7e9 + 0.123456 if case == "huge timestamps" else 1_000_000.0
-    states: list[Any] = [None] * len(limits)
+    states: list[Any] = [None] * len(rule.limits)
     key = uuid.uuid4().hex
     for i, (op, advance, cost) in enumerate(steps):
         now = now - advance if op == "back" else now + advance
         write = op != "peek"
         got = (store.hit if write else store.peek)(key, rule, cost, now)
-        news, want = evaluate(rule.algorithm, limits, states, now, cost)
+        news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
         if write and news is not None:
             states = news
         assert_exactly(got, want, f"{case}: step {i}")
@@ -788,7 +788,7 @@ def test_property_lua_equals_python(
     )
     rule = Rule(algorithm, tuple(limits))
     now = 1_700_000_000.5
-    states: list[Any] = [None] * len(limits)
+    states: list[Any] = [None] * len(rule.limits)  # a limit written twice is one budget
     key = uuid.uuid4().hex
     try:
         for i, (op, advance, cost) in enumerate(steps):
@@ -864,13 +864,13 @@ def _sliding_log_trace(
     now: float = 1_700_000_000.25,
 ) -> None:
     rule = Rule("sliding_log", limits)
-    states: list[Any] = [None] * len(limits)
+    states: list[Any] = [None] * len(rule.limits)
     key = uuid.uuid4().hex
     for i, (op, advance, cost) in enumerate(steps):
         now = now - advance if op == "back" else now + advance
         write = op != "peek"
         got = (store.hit if write else store.peek)(key, rule, cost, now)
-        news, want = evaluate(rule.algorithm, limits, states, now, cost)
+        news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
         if write and news is not None:
             states = news
         assert_exactly(got, want, f"step {i} {op} {advance} cost {cost} at {now!r}")

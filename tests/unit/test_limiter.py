@@ -361,3 +361,9 @@ def test_store_that_cannot_run_an_algorithm_fails_at_construction():
     assert RateLimiter("1/s", algorithm="gcra", store=GcraOnly()).hit("k")
     with pytest.raises(ConfigError, match="cannot run algorithm 'token_bucket'; it runs gcra"):
         RateLimiter("1/s", store=GcraOnly())
+
+
+def test_a_limit_written_twice_is_one_budget():
+    limiter = RateLimiter("2/second;2/second;5/minute", clock=FakeClock())
+    assert limiter.limits == (Limit(2, per=1), Limit(5, per=60))
+    assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]

@@ -29,8 +29,10 @@ class Rule:
 
     def __init__(self, algorithm: str | Algorithm, limits: tuple[Limit, ...]) -> None:
         self.algorithm = get_algorithm(algorithm)
-        self.limits = limits
-        self.parts = tuple(f"{self.algorithm.name}:{limit.name}" for limit in limits)
+        # A limit written twice ("2/second;2/second") is one budget: every store keeps one
+        # state per part, so the parts must be distinct.
+        self.limits = tuple(dict.fromkeys(limits))
+        self.parts = tuple(f"{self.algorithm.name}:{limit.name}" for limit in self.limits)
 
     def __repr__(self) -> str:
         return f"Rule({self.algorithm.name}, {'; '.join(map(str, self.limits))})"
