@@ -356,19 +356,30 @@ def test_lua_equals_python_exactly(url: str, algorithm: str) -> None:
         if rng.random() < 0.3:
             first = limits[0]
             limits = (Limit(first.amount, per=first.per, burst=first.amount * 2), *limits[1:])
-        rule = Rule(algorithm, limits)
         now = rng.choice([0.0, 1_000_000.0, 1.7e9 + rng.random()])
-        states: list[Any] = [None] * len(rule.limits)
-        key = uuid.uuid4().hex
-        for i, (op, advance, cost) in enumerate(random_trace(rng)):
-            now = now - advance if op == "back" else now + advance
-            write = op != "peek"
-            got = (store.hit if write else store.peek)(key, rule, cost, now)
-            news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
-            if write and news is not None:
-                states = news
-            assert_exactly(got, want, f"case {case} step {i} {op} cost {cost} at {now!r} {rule}")
+        replay(store, Rule(algorithm, limits), random_trace(rng), now, f"case {case}: ")
     store.close()
+
+
+def replay(
+    store: RedisStore,
+    rule: Rule,
+    steps: list[tuple[str, float, float]],
+    now: float,
+    where: str = "",
+) -> None:
+    """Run ``steps`` (op "hit", "peek" or "back" = clock steps back; advance; cost) on a fresh key
+    through the Lua scripts and through the pure Python algorithms; every field must agree."""
+    states: list[Any] = [None] * len(rule.limits)
+    key = uuid.uuid4().hex
+    for i, (op, advance, cost) in enumerate(steps):
+        now = now - advance if op == "back" else now + advance
+        write = op != "peek"
+        got = (store.hit if write else store.peek)(key, rule, cost, now)
+        news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
+        if write and news is not None:
+            states = news
+        assert_exactly(got, want, f"{where}step {i} {op} {advance} cost {cost} at {now!r} {rule}")
 
 
 def assert_exactly(got: Decision, want: Decision, where: str) -> None:
@@ -742,18 +753,8 @@ EDGE_CASES: dict[str, tuple[tuple[Limit, ...], list[tuple[str, float, float]]]] 
 def test_shared_table_lua_equals_python(url: str, algorithm: str, case: str) -> None:
     limits, steps = EDGE_CASES[case]
     store = RedisStore.from_url(url, prefix=prefix(), time_source="client")
-    rule = Rule(algorithm, limits)
     now = 1.7e9 + 0.123456 if case == "huge timestamps" else 1_000_000.0
-    states: list[Any] = [None] * len(rule.limits)
-    key = uuid.uuid4().hex
-    for i, (op, advance, cost) in enumerate(steps):
-        now = now - advance if op == "back" else now + advance
-        write = op != "peek"
-        got = (store.hit if write else store.peek)(key, rule, cost, now)
-        news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
-        if write and news is not None:
-            states = news
-        assert_exactly(got, want, f"{case}: step {i}")
+    replay(store, Rule(algorithm, limits), steps, now, f"{case}: ")
     store.close()
 
 
@@ -786,19 +787,8 @@ def test_property_lua_equals_python(
     store = RedisStore.from_url(
         env_url("RATEKEEPER_REDIS_URL"), prefix=prefix(), time_source="client"
     )
-    rule = Rule(algorithm, tuple(limits))
-    now = 1_700_000_000.5
-    states: list[Any] = [None] * len(rule.limits)  # a limit written twice is one budget
-    key = uuid.uuid4().hex
     try:
-        for i, (op, advance, cost) in enumerate(steps):
-            now = now - advance if op == "back" else now + advance
-            write = op != "peek"
-            got = (store.hit if write else store.peek)(key, rule, cost, now)
-            news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
-            if write and news is not None:
-                states = news
-            assert_exactly(got, want, f"step {i}")
+        replay(store, Rule(algorithm, tuple(limits)), steps, 1_700_000_000.5)
     finally:
         store.close()
 
@@ -863,17 +853,7 @@ def _sliding_log_trace(
     steps: list[tuple[str, float, float]],
     now: float = 1_700_000_000.25,
 ) -> None:
-    rule = Rule("sliding_log", limits)
-    states: list[Any] = [None] * len(rule.limits)
-    key = uuid.uuid4().hex
-    for i, (op, advance, cost) in enumerate(steps):
-        now = now - advance if op == "back" else now + advance
-        write = op != "peek"
-        got = (store.hit if write else store.peek)(key, rule, cost, now)
-        news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
-        if write and news is not None:
-            states = news
-        assert_exactly(got, want, f"step {i} {op} {advance} cost {cost} at {now!r}")
+    replay(store, Rule("sliding_log", limits), steps, now)
 
 
 def test_sliding_log_long_logs_out_of_order_and_compaction(url: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from ratekeeper import AsyncRateLimiter, ConfigError, Decision, Limit, RateLimiter
 from ratekeeper.stores.base import Rule
-from ratekeeper.stores.memory import MemoryStore
+from ratekeeper.stores.memory import AsyncMemoryStore, MemoryStore
 from ratekeeper.testing import FakeClock
 
 
@@ -32,35 +32,12 @@ class CountingStore(MemoryStore):
         super().reset(key, rule)
 
 
-class AsyncCountingStore:
+class AsyncCountingStore(AsyncMemoryStore):
     """The asyncio face of a CountingStore."""
 
     def __init__(self) -> None:
-        self.sync = CountingStore()
-        self.calls = self.sync.calls
-
-    async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
-        return self.sync.hit(key, rule, cost, now)
-
-    async def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
-        return self.sync.peek(key, rule, cost, now)
-
-    async def reset(self, key: str, rule: Rule) -> None:
-        self.sync.reset(key, rule)
-
-    async def acquire_lease(
-        self, key: str, lease_id: str, limit: int, ttl: float, now: float
-    ) -> float:
-        return self.sync.acquire_lease(key, lease_id, limit, ttl, now)
-
-    async def release_lease(self, key: str, lease_id: str, now: float) -> None:
-        self.sync.release_lease(key, lease_id, now)
-
-    async def ping(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
+        super().__init__(CountingStore())
+        self.calls = self.sync.calls  # type: ignore[attr-defined]
 
 
 ALGORITHMS = [
