@@ -38,7 +38,7 @@ TimeSource = Literal["server", "client"]
 
 # Bump when schema.sql changes; `migrate()` re-runs the (idempotent) schema when the database
 # holds an older version.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Errors that mean "the server cannot be used right now" (refused, reset, authentication failed,
 # admin shutdown, statement timeout, no pooled connection in time).
