@@ -8,6 +8,10 @@ then such requests are answered here, as denied, without a round trip. The answe
 ``retry_after`` is a lower bound (the wait is at least that long) and ``remaining`` is the value
 at the denial. Requests of a smaller cost, of cost 0, or after ``t`` go to the store as usual.
 
+The cache never denies longer than the store would, whichever way the app server's clock moves:
+after a step forward, ``until`` passes early; after a step back (``now`` before the denial's own
+reading), the entry is dropped and the store answers, so a server-time store's clock decides.
+
 What can make a request pass earlier is a reset: `reset` through the same limiter clears the
 key's entry; a reset made elsewhere (another process, another limiter) is seen once ``t`` passes.
 
@@ -41,7 +45,9 @@ class OverLimitCache:
         if entry is None:
             return None
         until, denied_cost, then, decision = entry
-        if now + EPS_TIME >= until:  # the store's tolerance: `retry_after` later passes there
+        # `retry_after` later passes at the store (its tolerance), and a clock that stepped back
+        # behind the denial says nothing about the store's time any more.
+        if now + EPS_TIME >= until or now < then:
             self.entries.pop(key, None)
             return None
         if cost < denied_cost:

@@ -35,6 +35,10 @@ Limits: TypeAlias = str | Limit | Sequence[Limit]
 OnStoreError = Literal["raise", "allow", "deny"]
 _FAST_COSTS = frozenset({int, float})
 _LOG_EVERY = 60.0  # seconds between two warnings about the same unreachable store
+# A lease shorter than a millisecond expires before its holder starts (stores keep milliseconds);
+# one longer than ten years overflows what Redis and PostgreSQL can hold as an expiry.
+LEASE_TTL_MIN = 0.001
+LEASE_TTL_MAX = 10 * 366 * 86400.0
 
 # The steps of the acquire flow.
 _LEASE, _HIT, _SLEEP, _RELEASE = "lease", "hit", "sleep", "release"
@@ -72,8 +76,15 @@ class _LimiterCore:
         ):
             raise ConfigError(f"max_concurrent must be a positive integer, got {max_concurrent!r}")
         self.max_concurrent = max_concurrent
-        if not isinstance(lease_ttl, int | float) or not 0 < lease_ttl < INF:
-            raise ConfigError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
+        if (
+            isinstance(lease_ttl, bool)
+            or not isinstance(lease_ttl, int | float)
+            or not LEASE_TTL_MIN <= lease_ttl <= LEASE_TTL_MAX
+        ):
+            raise ConfigError(
+                f"lease_ttl must be a number of seconds from {LEASE_TTL_MIN} to {LEASE_TTL_MAX:.0f}"
+                f" (ten years), got {lease_ttl!r}"
+            )
         self.lease_ttl = float(lease_ttl)
         if on_store_error not in ("raise", "allow", "deny"):
             raise ConfigError(
@@ -145,7 +156,9 @@ class _LimiterCore:
     def _acquire_flow(self, key: str, cost: float, timeout: float | None) -> Flow:
         """Wait for a concurrency slot (if capped), then for the rate limit. Never busy-loops:
         it sleeps ``retry_after`` (or ``delay``), and polls leases with a growing pause."""
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):  # `not >=` also refuses NaN, which would never time out
             raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
         clock = self.clock
         deadline = INF if timeout is None else clock() + timeout
@@ -201,6 +214,8 @@ class RateLimiter(_LimiterCore):
             store = store_from_url(store)
         elif not isinstance(store, Store) or inspect.iscoroutinefunction(store.hit):
             raise ConfigError(f"store must be a URL or a synchronous Store, got {store!r}")
+        if isinstance(store, MemoryStore):
+            store.follow(self.clock)
         self.store = store
         self._sleep = sleeper(self.clock)
 
@@ -320,6 +335,8 @@ class AsyncRateLimiter(_LimiterCore):
             store = AsyncMemoryStore(store)
         elif not isinstance(store, AsyncStore) or not inspect.iscoroutinefunction(store.hit):
             raise ConfigError(f"store must be a URL or an asyncio store, got {store!r}")
+        if isinstance(store, AsyncMemoryStore):
+            store.follow(self.clock)
         self.store = store
         self._sleep = async_sleeper(self.clock)
 

@@ -42,6 +42,10 @@ def test_accepts_limit_objects_and_sequences():
         ({"limits": "1/s", "max_concurrent": 0}, "0"),
         ({"limits": "1/s", "max_concurrent": 1.5}, "1.5"),
         ({"limits": "1/s", "lease_ttl": -1}, "-1"),
+        ({"limits": "1/s", "lease_ttl": 1e300}, "1e+300"),
+        ({"limits": "1/s", "lease_ttl": 1e-9}, "1e-09"),
+        ({"limits": "1/s", "lease_ttl": float("nan")}, "nan"),
+        ({"limits": "1/s", "lease_ttl": True}, "True"),
         ({"limits": "1/s", "on_store_error": "ignore"}, "ignore"),
         ({"limits": "1/s", "clock": "now"}, "now"),
     ],
@@ -171,9 +175,15 @@ def test_acquire_leaky_bucket_waits_its_delay():
     assert clock() - start == pytest.approx(0.75)
 
 
-def test_acquire_bad_timeout():
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "5", True])
+def test_acquire_bad_timeout(timeout):
     with pytest.raises(ValueError, match="timeout"):
-        RateLimiter("1/s").acquire("k", timeout=-1)
+        RateLimiter("1/s").acquire("k", timeout=timeout)
+
+
+async def test_async_acquire_bad_timeout():
+    with pytest.raises(ValueError, match="timeout"):
+        await AsyncRateLimiter("1/s").acquire("k", timeout=float("nan"))
 
 
 def test_concurrency_cap_holds_and_releases():

@@ -246,3 +246,38 @@ async def test_async_twin_shares_the_logic() -> None:
 def test_limit_object_and_store_url() -> None:
     lim = RateLimiter(Limit(1, per=60), store="memory://", local_cache=True)
     assert lim.hit("k") and not lim.hit("k") and not lim.hit("k")
+
+
+class ServerTimeStore(MemoryStore):
+    """A store that reads its own clock (as Redis `TIME` or PostgreSQL `clock_timestamp()` do)
+    and ignores the app server's."""
+
+    def __init__(self, server_clock: FakeClock) -> None:
+        super().__init__()
+        self.server_clock = server_clock
+
+    def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return super().hit(key, rule, cost, self.server_clock())
+
+    def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        return super().peek(key, rule, cost, self.server_clock())
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_cached_denial_never_outlives_the_store_when_the_app_clock_steps_back(
+    algorithm: str,
+) -> None:
+    server = FakeClock(1_000.0)
+    app = FakeClock(1_000.0)
+    store = ServerTimeStore(server)
+    lim = RateLimiter("3/10s", algorithm=algorithm, store=store, clock=app, local_cache=True)
+    while lim.hit("k"):
+        pass
+    denied = lim.hit("k")
+    assert not denied
+    app.set(app() - 600)  # NTP steps the app server's clock back 10 minutes
+    server.advance(denied.retry_after)  # the store's own time goes on: it admits again
+    app.advance(denied.retry_after)
+    again = lim.hit("k")
+    assert again.allowed, again
+    assert not again.fallback

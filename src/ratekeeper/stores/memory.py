@@ -4,17 +4,27 @@ Memory stays bounded without a background thread: each (algorithm, limit) table 
 generations of keys. Every ``horizon`` seconds (the longest an untouched state can take to be fully
 replenished) the young generation becomes the old one and the old one is dropped: a key left there
 was last written more than one horizon ago, so its state is indistinguishable from a new key's.
+After a quiet spell longer than a horizon, the first activity drops both generations at once.
 Each operation is O(1) (the sliding log: O(entries of that key)).
+
+Dropping is the one thing a clock that steps back could turn into extra capacity: a state dropped
+while the clock ran ahead would be missing when it comes back. So a rotation also needs a horizon of
+*elapsed* time on a monotonic clock (``time.monotonic``, or a test clock's ``monotonic``), read only
+when the limiter's clock says a rotation is due: a clock that jumps ahead drops nothing, and after
+it steps back every state is still there for the algorithms (which refill nothing on a backward
+step).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from ratekeeper.algorithms import INF, State, evaluate
 from ratekeeper.algorithms.concurrency import acquire_lease, release_lease
+from ratekeeper.clock import Clock
 from ratekeeper.decision import Decision
 from ratekeeper.limits import Limit
 from ratekeeper.stores.base import Rule
@@ -24,38 +34,56 @@ __all__ = ["AsyncMemoryStore", "MemoryStore"]
 _MISSING: Any = object()
 
 
+# How far the limiter's clock and the monotonic clock may disagree over one generation (NTP slews,
+# scheduling) while the limiter's clock is still trusted to say that a generation went quiet.
+CLOCK_AGREEMENT = 1.0
+
+
 class _Table:
     """The states of one rule part, in two generations."""
 
-    __slots__ = ("horizon", "old", "rotated_at", "young")
+    __slots__ = ("horizon", "last", "old", "rotated_at", "rotated_mono", "young")
 
     def __init__(self, horizon: float) -> None:
         self.horizon = horizon
         self.young: dict[str, State] = {}
         self.old: dict[str, State] = {}
-        # -inf: the first read rotates two empty generations, i.e. only starts the clock.
+        # -inf: the first read rotates two empty generations, i.e. only starts the clocks.
         self.rotated_at = -INF
+        self.rotated_mono = -INF
+        self.last = -INF  # the limiter's clock at the latest write
 
-    def rotate(self, now: float) -> None:
-        """Every ``horizon`` seconds the young generation becomes the old one."""
+    def rotate(self, now: float, mono: float) -> None:
+        """Called when the limiter's clock says a horizon has passed since the last rotation."""
+        elapsed = mono - self.rotated_mono
+        if elapsed < self.horizon:
+            # The clock ran ahead of elapsed time (it jumped): drop nothing, and check again once a
+            # horizon has really passed since the last rotation.
+            self.rotated_at = now - elapsed
+            return
+        quiet = now - self.last >= self.horizon
+        if quiet and abs(now - self.rotated_at - elapsed) <= CLOCK_AGREEMENT:
+            self.young = {}  # nothing written for a horizon: both generations are replenished
         self.old = self.young
         self.young = {}
         self.rotated_at = now
+        self.rotated_mono = mono
 
-    def get(self, key: str, now: float) -> State:
+    def get(self, key: str, now: float, mono: Clock) -> State:
         if now - self.rotated_at >= self.horizon:
-            self.rotate(now)
+            self.rotate(now, mono())
         state = self.young.get(key, _MISSING)
         if state is _MISSING:
             return self.old.get(key)
         return state
 
-    def put(self, key: str, state: State) -> None:
+    def put(self, key: str, state: State, now: float) -> None:
         if state is None:
             self.young.pop(key, None)
             self.old.pop(key, None)
         else:
             self.young[key] = state
+            self.last = now
 
     def discard(self, key: str) -> None:
         self.young.pop(key, None)
@@ -73,9 +101,16 @@ _Fast: TypeAlias = tuple[
 
 
 class MemoryStore:
-    """Thread-safe in-memory store (``memory://``). Safe under asyncio: no call ever waits."""
+    """Thread-safe in-memory store (``memory://``). Safe under asyncio: no call ever waits.
 
-    def __init__(self) -> None:
+    ``monotonic`` is the elapsed-time clock that gates eviction (see the module docstring); by
+    default ``time.monotonic``, or the ``monotonic`` of the test clock of the first limiter that
+    uses this store (:meth:`follow`).
+    """
+
+    def __init__(self, monotonic: Clock | None = None) -> None:
+        self._monotonic: Clock = monotonic or time.monotonic
+        self._follows = monotonic is not None
         self._lock = threading.Lock()
         self._tables: dict[str, _Table] = {}
         self._by_rule: dict[tuple[str, ...], list[_Table]] = {}
@@ -87,6 +122,13 @@ class MemoryStore:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryStore:
         return cls(**options)
+
+    def follow(self, clock: Clock) -> None:
+        """Take elapsed time from ``clock.monotonic`` when the clock has one (a test clock) and
+        this store was not given its own: then eviction follows the test's time."""
+        monotonic = getattr(clock, "monotonic", None)
+        if monotonic is not None and not self._follows:
+            self._monotonic, self._follows = monotonic, True
 
     def _tables_of(self, rule: Rule) -> list[_Table]:
         tables = self._by_rule.get(rule.parts)
@@ -123,7 +165,7 @@ class MemoryStore:
         lock.acquire()  # not `with`: its __enter__/__exit__ calls cost more than the dict work
         try:
             if now - table.rotated_at >= table.horizon:
-                table.rotate(now)
+                table.rotate(now, self._monotonic())
             young = table.young
             state = young.get(key, _MISSING)
             if state is _MISSING:
@@ -134,6 +176,7 @@ class MemoryStore:
                     table.discard(key)
                 else:
                     young[key] = new
+                    table.last = now
             return decision
         finally:
             lock.release()
@@ -142,16 +185,17 @@ class MemoryStore:
         """Several limits: all-or-nothing."""
         with self._lock:
             tables = self._tables_of(rule)
-            states = [table.get(key, now) for table in tables]
+            states = [table.get(key, now, self._monotonic) for table in tables]
             news, decision = evaluate(rule.algorithm, rule.limits, states, now, cost)
             if news is not None:
                 for table, new in zip(tables, news, strict=True):
-                    table.put(key, new)
+                    table.put(key, new, now)
             return decision
 
     def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         with self._lock:
-            states = [table.get(key, now) for table in self._tables_of(rule)]
+            mono = self._monotonic
+            states = [table.get(key, now, mono) for table in self._tables_of(rule)]
             return evaluate(rule.algorithm, rule.limits, states, now, cost)[1]
 
     def reset(self, key: str, rule: Rule) -> None:
@@ -164,14 +208,17 @@ class MemoryStore:
         with self._lock:
             leases = self._leases
             leases.horizon = max(leases.horizon, ttl)
-            new, wait = acquire_lease(leases.get(key, now), now, lease_id, limit, ttl)
+            state = leases.get(key, now, self._monotonic)
+            new, wait = acquire_lease(state, now, lease_id, limit, ttl)
             if not wait:
-                leases.put(key, new)
+                leases.put(key, new, now)
             return wait
 
     def release_lease(self, key: str, lease_id: str, now: float) -> None:
         with self._lock:
-            self._leases.put(key, release_lease(self._leases.get(key, now), now, lease_id))
+            leases = self._leases
+            state = release_lease(leases.get(key, now, self._monotonic), now, lease_id)
+            leases.put(key, state, now)
 
     def ping(self) -> None:
         return None
@@ -198,6 +245,9 @@ class AsyncMemoryStore:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncMemoryStore:
         return cls(MemoryStore(**options))
+
+    def follow(self, clock: Clock) -> None:
+        self.sync.follow(clock)
 
     async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         return self.sync.hit(key, rule, cost, now)

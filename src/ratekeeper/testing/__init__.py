@@ -30,14 +30,21 @@ class FakeClock:
 
     def __init__(self, start: float = 1_000_000.0) -> None:
         self.now = float(start)
+        self.elapsed = 0.0  # what `advance` and `sleep` added up to; `set` jumps, it does not pass
 
     def __call__(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        """Elapsed time as a monotonic clock sees it: ``set`` (a jump of the wall clock, either
+        way) does not move it. Memory stores gate eviction on it (see ratekeeper.stores.memory)."""
+        return self.elapsed
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError(f"a FakeClock cannot go backwards (advance({seconds!r}))")
         self.now += seconds
+        self.elapsed += seconds
 
     def set(self, when: float) -> None:
         """Jump to ``when`` (backwards too: to test clocks that step back)."""
