@@ -453,7 +453,7 @@ class Permit(Decision):
     def __init__(
         self, decision: Decision, limiter: RateLimiter, key: str, lease_id: str | None
     ) -> None:
-        super().__init__(*(getattr(decision, name) for name in Decision.__slots__))
+        super().__init__(**{name: getattr(decision, name) for name in Decision.__slots__})
         self._limiter, self._key, self._lease_id = limiter, key, lease_id
 
     def release(self) -> None:
@@ -477,7 +477,7 @@ class AsyncPermit(Decision):
     def __init__(
         self, decision: Decision, limiter: AsyncRateLimiter, key: str, lease_id: str | None
     ) -> None:
-        super().__init__(*(getattr(decision, name) for name in Decision.__slots__))
+        super().__init__(**{name: getattr(decision, name) for name in Decision.__slots__})
         self._limiter, self._key, self._lease_id = limiter, key, lease_id
 
     async def release(self) -> None:

@@ -377,3 +377,30 @@ def test_a_limit_written_twice_is_one_budget():
     limiter = RateLimiter("2/second;2/second;5/minute", clock=FakeClock())
     assert limiter.limits == (Limit(2, per=1), Limit(5, per=60))
     assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
+
+
+def _fields(decision):
+    return {name: getattr(decision, name) for name in Decision.__slots__}
+
+
+def test_acquire_permit_holds_the_decisions_fields():
+    limiter = RateLimiter("5/2s;30/minute", clock=FakeClock())
+    limiter.hit("k")
+    permit = limiter.acquire("k")
+    assert _fields(permit) == _fields(limiter.peek("k", cost=0))
+    assert isinstance(permit.limit, int) and isinstance(permit.policy, Limit)
+    assert permit.limit == 5 and permit.remaining == 3 and permit.reset_after > 0
+    assert len(permit.details) == 2 and all(isinstance(d, Decision) for d in permit.details)
+    assert permit.headers() == Decision(**_fields(permit)).headers()
+    assert permit.headers()["X-RateLimit-Limit"] == "5"
+
+
+async def test_async_acquire_permit_holds_the_decisions_fields():
+    limiter = AsyncRateLimiter("5/2s;30/minute", clock=FakeClock())
+    await limiter.hit("k")
+    permit = await limiter.acquire("k")
+    assert _fields(permit) == _fields(await limiter.peek("k", cost=0))
+    assert permit.limit == 5 and permit.remaining == 3 and isinstance(permit.policy, Limit)
+    assert permit.headers()["X-RateLimit-Remaining"] == "3"
+    async with limiter.acquire("k") as held:
+        assert held.limit == 5 and held.remaining == 2
