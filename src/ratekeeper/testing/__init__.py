@@ -62,7 +62,7 @@ class FakeClock:
 
 
 def _fixed(allowed: bool) -> Decision:
-    limit = Limit(1_000_000_000, per=1)
+    limit = Limit(1_000_000, per=1)  # the fastest rate a limit may have (MAX_RATE)
     return Decision(
         allowed,
         limit.amount,
@@ -78,7 +78,7 @@ class _Fixed(RateLimiter):
     _allowed = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(args[0] if args else "1000000000/second", **kwargs)
+        super().__init__(args[0] if args else "1000000/second", **kwargs)
 
     def hit(self, key: str, cost: float = 1) -> Decision:
         self._checked(key, cost)

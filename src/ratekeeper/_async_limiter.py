@@ -1,0 +1,170 @@
+"""A limiter class and its permit: one source for the asyncio face and the blocking one.
+
+``_async_limiter.py`` is written by hand; ``_sync_limiter.py`` is generated from it by
+``scripts/unasync.py``: ``async`` and ``await`` dropped, ``Async`` names mapped to their sync twins,
+and the lines marked with a ``sync:`` or ``async-only`` comment replaced or left out (that script's
+docstring has the rules). ``scripts/test`` fails while the two differ. Everything that is not I/O
+is in `_limiter_base`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
+from ratekeeper._drive import drive_async
+from ratekeeper._limiter_base import (
+    FAST_COSTS,
+    HIT,
+    LEASE,
+    SLEEP,
+    AsyncAcquire,
+    LimiterCore,
+    PermitBase,
+)
+from ratekeeper.algorithms import INF
+from ratekeeper.clock import async_sleeper
+from ratekeeper.decision import Decision
+from ratekeeper.errors import RateLimitExceeded, StoreUnavailable
+from ratekeeper.stores import AsyncStore, async_store_from_url
+from ratekeeper.stores.memory import AsyncMemoryStore, MemoryStore
+
+__all__ = ["AsyncPermit", "AsyncRateLimiter"]
+
+# What `acquire` returns: awaitable and an async context manager; the sync one waits at once.
+Acquiring: TypeAlias = "AsyncAcquire[AsyncPermit]"  # sync: Acquiring: TypeAlias = "Permit"
+
+
+class AsyncRateLimiter(LimiterCore):
+    """Limit how often a key may do something (the methods of the asyncio face are coroutines).
+
+    Memory store unless ``store=`` says otherwise. ``await limiter.hit("user:42")`` returns a
+    :class:`Decision`.
+    """
+
+    store: AsyncStore
+    _sleep: Callable[[float], Awaitable[None]]  # sync: _sleep: Callable[[float], None]
+
+    def _open(self, store: Any) -> None:
+        if isinstance(store, MemoryStore):  # async-only
+            store = AsyncMemoryStore(store)  # async-only
+        self.store = self._opened(store, AsyncStore, AsyncMemoryStore, async_store_from_url)
+        self._sleep = async_sleeper(self.clock)
+
+    async def hit(self, key: str, cost: float = 1) -> Decision:
+        """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial."""
+        if type(key) is not str or type(cost) not in FAST_COSTS or not 0 <= cost < INF:
+            key, cost = self._checked(key, cost)
+        if self._cache is not None:
+            return await self._cached(self.store.hit, key, cost)
+        try:
+            return await self.store.hit(key, self.rule, cost, self.clock())
+        except StoreUnavailable as exc:
+            return self._fallback(exc)
+
+    async def peek(self, key: str, cost: float = 1) -> Decision:
+        """What :meth:`hit` would answer now, consuming nothing."""
+        key, cost = self._checked(key, cost)
+        if self._cache is not None:
+            return await self._cached(self.store.peek, key, cost)
+        try:
+            return await self.store.peek(key, self.rule, cost, self.clock())
+        except StoreUnavailable as exc:
+            return self._fallback(exc)
+
+    async def _cached(
+        self,
+        call: Callable[..., Awaitable[Decision]],  # sync: call: Callable[..., Decision],
+        key: str,
+        cost: float,
+    ) -> Decision:
+        """``hit`` or ``peek`` with the over-limit cache: a known denial is answered locally."""
+        assert self._cache is not None
+        now = self.clock()
+        local = self._cache.check(key, cost, now)
+        if local is not None:
+            return local
+        try:
+            decision = await call(key, self.rule, cost, now)
+        except StoreUnavailable as exc:
+            return self._fallback(exc)
+        if not decision.allowed:
+            self._cache.record(key, cost, now, decision)
+        return decision
+
+    async def enforce(self, key: str, cost: float = 1) -> Decision:
+        """Like :meth:`hit`, but raise :class:`RateLimitExceeded` on denial."""
+        decision = await self.hit(key, cost)
+        if not decision.allowed:
+            raise RateLimitExceeded(decision)
+        return decision
+
+    def acquire(self, key: str, cost: float = 1, timeout: float | None = None) -> Acquiring:
+        """Wait until ``key`` may proceed (or raise :class:`RateLimitTimeout`).
+
+        Returns the decision as a permit (``await`` it, or use it as a context manager): with
+        ``max_concurrent`` the concurrency slot is held until the block exits (or until
+        ``release()``, or ``lease_ttl`` if the holder dies).
+        """
+        key, cost = self._checked(key, cost)
+        waiting = self._acquire(key, cost, timeout)
+        return AsyncAcquire(waiting)  # sync: return waiting
+
+    async def _acquire(self, key: str, cost: float, timeout: float | None) -> AsyncPermit:
+        flow = self._acquire_flow(key, cost, timeout)
+        decision, lease_id = await drive_async(flow, lambda step: self._run_step(key, *step))
+        return AsyncPermit(decision, self, key, lease_id)
+
+    async def _run_step(self, key: str, step: str, arg: Any) -> Any:
+        if step == HIT:
+            return await self.hit(key, arg)
+        if step == SLEEP:
+            return await self._sleep(arg)
+        if step == LEASE:
+            assert self.max_concurrent is not None
+            return await self.store.acquire_lease(
+                key, arg, self.max_concurrent, self.lease_ttl, self.clock()
+            )
+        return await self.store.release_lease(key, arg, self.clock())
+
+    async def reset(self, key: str) -> None:
+        """Forget everything about ``key`` (its budget becomes full, its leases are dropped)."""
+        key = self._checked(key, 0)[0]
+        if self._cache is not None:
+            self._cache.discard(key)
+        await self.store.reset(key, self.rule)
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        await self.store.ping()
+
+    async def close(self) -> None:
+        """Close the store if this limiter created it from a URL (or by default)."""
+        if self._owns_store:
+            await self.store.close()
+
+    async def __aenter__(self) -> AsyncRateLimiter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncPermit(PermitBase):
+    """The decision ``acquire`` gives; leaving its ``with`` block (or ``release()``) gives the
+    concurrency slot back."""
+
+    __slots__ = ()
+
+    async def release(self) -> None:
+        """Give the concurrency slot back now (idempotent)."""
+        lease_id = self._take_lease()
+        if lease_id is not None:
+            limiter = self._limiter
+            await limiter.store.release_lease(self._key, lease_id, limiter.clock())
+
+    async def __aenter__(self) -> AsyncPermit:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()

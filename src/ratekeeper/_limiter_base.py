@@ -1,0 +1,286 @@
+"""What `RateLimiter` and `AsyncRateLimiter` share: everything that is not waiting or I/O.
+
+Argument checks, the store failure policy, and `acquire`'s waiting logic, written as a generator of
+steps (take a lease, hit, sleep, release) that `ratekeeper._drive` runs blocking or with ``await``.
+The two limiters themselves are one source: ``_async_limiter.py`` is written by hand and
+``_sync_limiter.py`` generated from it (``scripts/unasync.py``; ``--check`` in ``scripts/test``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import numbers
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+from ratekeeper._local_cache import DEFAULT_SIZE, OverLimitCache
+from ratekeeper.algorithms import INF, Algorithm
+from ratekeeper.clock import Clock, system_clock
+from ratekeeper.decision import Decision
+from ratekeeper.errors import ConfigError, RateLimitExceeded, RateLimitTimeout, StoreUnavailable
+from ratekeeper.limits import Limit, to_limits
+from ratekeeper.stores import AsyncStore, Rule, Store
+
+__all__ = [
+    "FAST_COSTS",
+    "HIT",
+    "LEASE",
+    "RELEASE",
+    "SLEEP",
+    "LimiterCore",
+    "Limits",
+    "OnStoreError",
+    "AsyncAcquire",
+    "PermitBase",
+]
+
+log = logging.getLogger("ratekeeper")
+
+Limits: TypeAlias = str | Limit | Sequence[Limit]
+OnStoreError = Literal["raise", "allow", "deny"]
+FAST_COSTS = frozenset({int, float})  # cost types checked inline on the hot path
+_LOG_EVERY = 60.0  # seconds between two warnings about the same unreachable store
+# A lease shorter than a millisecond expires before its holder starts (stores keep milliseconds);
+# one longer than ten years overflows what Redis and PostgreSQL can hold as an expiry.
+LEASE_TTL_MIN = 0.001
+LEASE_TTL_MAX = 10 * 366 * 86400.0
+
+# The steps of the acquire flow.
+LEASE, HIT, SLEEP, RELEASE = "lease", "hit", "sleep", "release"
+Step: TypeAlias = tuple[str, Any]
+Flow: TypeAlias = Generator[Step, Any, tuple[Decision, str | None]]
+
+
+class LimiterCore:
+    """What the sync and async limiters share: configuration, checks and decisions."""
+
+    store: Any  # a Store or an AsyncStore: each twin declares which
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        algorithm: str | Algorithm = "token_bucket",
+        store: str | Store | AsyncStore | None = None,
+        clock: Clock | None = None,
+        max_concurrent: int | None = None,
+        lease_ttl: float = 60.0,
+        on_store_error: OnStoreError = "raise",
+        local_cache: bool | int = False,
+    ) -> None:
+        self.rule = Rule(algorithm, to_limits(limits))  # type: ignore[arg-type]
+        self.limits: tuple[Limit, ...] = self.rule.limits
+        self.algorithm = self.rule.algorithm.name
+        if clock is not None and not callable(clock):
+            raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}")
+        self.clock: Clock = clock or system_clock
+        if max_concurrent is not None and (
+            isinstance(max_concurrent, bool)
+            or not isinstance(max_concurrent, int)
+            or max_concurrent <= 0
+        ):
+            raise ConfigError(f"max_concurrent must be a positive integer, got {max_concurrent!r}")
+        self.max_concurrent = max_concurrent
+        if (
+            isinstance(lease_ttl, bool)
+            or not isinstance(lease_ttl, int | float)
+            or not LEASE_TTL_MIN <= lease_ttl <= LEASE_TTL_MAX
+        ):
+            raise ConfigError(
+                f"lease_ttl must be a number of seconds from {LEASE_TTL_MIN} to {LEASE_TTL_MAX:.0f}"
+                f" (ten years), got {lease_ttl!r}"
+            )
+        self.lease_ttl = float(lease_ttl)
+        if on_store_error not in ("raise", "allow", "deny"):
+            raise ConfigError(
+                f"on_store_error must be 'raise', 'allow' or 'deny', got {on_store_error!r}"
+            )
+        self.on_store_error = on_store_error
+        if isinstance(local_cache, bool):
+            size = DEFAULT_SIZE if local_cache else 0
+        elif isinstance(local_cache, int) and local_cache > 0:
+            size = local_cache
+        else:
+            raise ConfigError(
+                f"local_cache must be True, False or a positive number of keys, got {local_cache!r}"
+            )
+        # The exact over-limit cache (see ratekeeper._local_cache): denials answered locally.
+        self._cache = OverLimitCache(size) if size else None
+        self._owns_store = store is None or isinstance(store, str)
+        self._last_warning = -INF
+        self._open(store)
+        supported = getattr(self.store, "algorithms", None)  # stores with server-side ports
+        if supported is not None and self.rule.algorithm.name not in supported:
+            raise ConfigError(
+                f"{type(self.store).__name__} cannot run algorithm {self.algorithm!r}; "
+                f"it runs {', '.join(sorted(supported))}"
+            )
+
+    def _open(self, store: Any) -> None:
+        """Set ``self.store`` (from a URL, an object, or a new memory store) and ``self._sleep``."""
+        raise NotImplementedError
+
+    def _opened(
+        self,
+        store: Any,
+        protocol: type[Any],
+        memory: Callable[[], Any],
+        from_url: Callable[[str], Any],
+    ) -> Any:
+        """The store a limiter uses: a new memory store, one built from a URL, or the object given
+        if it is a store of the limiter's kind (``protocol``: `Store` or `AsyncStore`)."""
+        if store is None:
+            store = memory()
+        elif isinstance(store, str):
+            store = from_url(store)
+        elif not isinstance(store, protocol) or (
+            inspect.iscoroutinefunction(store.hit) != (protocol is AsyncStore)
+        ):
+            kind = "an asyncio store" if protocol is AsyncStore else "a synchronous Store"
+            raise ConfigError(f"store must be a URL or {kind}, got {store!r}")
+        follow = getattr(store, "follow", None)  # memory stores take elapsed time from a test clock
+        if follow is not None:
+            follow(self.clock)
+        return store
+
+    def __repr__(self) -> str:
+        limits = "; ".join(map(str, self.limits))
+        return f"{type(self).__name__}({limits!r}, algorithm={self.algorithm!r})"
+
+    @staticmethod
+    def _checked(key: object, cost: object) -> tuple[str, float]:
+        """The slow path of argument checking: a clear error, or the normalized cost."""
+        if not isinstance(key, str):
+            raise ValueError(f"key must be a str, got {type(key).__name__}: {key!r}")
+        if isinstance(cost, bool) or not isinstance(cost, numbers.Real | Decimal):
+            raise ValueError(f"cost must be a number, got {type(cost).__name__}: {cost!r}")
+        value = float(cost)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
+        return key, value
+
+    def _fallback(self, exc: StoreUnavailable) -> Decision:
+        """The decision given when the store is unreachable, by ``on_store_error``."""
+        if self.on_store_error == "raise":
+            raise exc
+        now = time.monotonic()
+        if now - self._last_warning >= _LOG_EVERY:
+            self._last_warning = now
+            log.warning(
+                "rate limit store unavailable (%s); %s requests until it returns",
+                exc,
+                "allowing" if self.on_store_error == "allow" else "denying",
+            )
+        limit = self.limits[0]
+        if self.on_store_error == "allow":
+            return Decision(True, limit.amount, limit.amount, 0.0, 0.0, 0.0, limit, True)
+        return Decision(False, limit.amount, 0, 1.0, 1.0, 0.0, limit, True)
+
+    def _busy(self, wait: float) -> Decision:
+        """A denial by the concurrency cap."""
+        limit = self.limits[0]
+        return Decision(False, limit.amount, 0, wait, wait, 0.0, limit)
+
+    def _acquire_flow(self, key: str, cost: float, timeout: float | None) -> Flow:
+        """Wait for a concurrency slot (if capped), then for the rate limit. Never busy-loops:
+        it sleeps ``retry_after`` (or ``delay``), and polls leases with a growing pause."""
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):  # `not >=` also refuses NaN, which would never time out
+            raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+        clock = self.clock
+        deadline = INF if timeout is None else clock() + timeout
+        lease_id = None
+        if self.max_concurrent is not None:
+            lease_id = uuid.uuid4().hex
+            pause = 0.005
+            while wait := (yield LEASE, lease_id):
+                left = deadline - clock()
+                if left <= 0:
+                    raise RateLimitTimeout(
+                        self._busy(wait),
+                        f"no concurrency slot for {key!r} within {timeout}s "
+                        f"({self.max_concurrent} in use)",
+                    )
+                yield SLEEP, min(wait, pause, left)
+                pause = min(pause * 2, 0.25)
+        try:
+            while True:
+                decision: Decision = yield HIT, cost
+                if decision.allowed:
+                    if decision.delay > 0:
+                        yield SLEEP, decision.delay
+                    return decision, lease_id
+                if decision.retry_after == INF:
+                    raise RateLimitExceeded(decision)
+                if clock() + decision.retry_after > deadline:
+                    raise RateLimitTimeout(
+                        decision,
+                        f"rate limit {decision.policy} for {key!r}: no slot within {timeout}s "
+                        f"(next in {decision.retry_after:.3f}s)",
+                    )
+                yield SLEEP, decision.retry_after
+        except BaseException:
+            if lease_id is not None:
+                yield RELEASE, lease_id
+            raise
+
+
+class PermitBase(Decision):
+    """A decision that may hold a concurrency slot (the lease ``lease_id`` of ``key``)."""
+
+    __slots__ = ("_key", "_lease_id", "_limiter")
+
+    def __init__(self, decision: Decision, limiter: Any, key: str, lease_id: str | None) -> None:
+        super().__init__(
+            decision.allowed,
+            decision.limit,
+            decision.remaining,
+            decision.reset_after,
+            decision.retry_after,
+            decision.delay,
+            decision.policy,
+            decision.fallback,
+            decision.details,
+        )
+        self._limiter, self._key, self._lease_id = limiter, key, lease_id
+
+    def _take_lease(self) -> str | None:
+        """The lease to give back, once (release is idempotent)."""
+        lease_id, self._lease_id = self._lease_id, None
+        return lease_id
+
+
+P = TypeVar("P", bound=Decision)
+
+
+class AsyncAcquire(Generic[P]):
+    """``await limiter.acquire(k)`` or ``async with limiter.acquire(k) as permit:``."""
+
+    __slots__ = ("_coro", "_permit")
+
+    def __init__(self, coro: Coroutine[Any, Any, P]) -> None:
+        self._coro = coro
+        self._permit: P | None = None
+
+    def __await__(self) -> Generator[Any, None, P]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> P:
+        self._permit = await self._coro
+        return self._permit
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._permit is not None:
+            await self._permit.__aexit__(exc_type, exc, tb)  # type: ignore[attr-defined]

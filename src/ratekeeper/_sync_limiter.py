@@ -1,0 +1,168 @@
+# Generated from src/ratekeeper/_async_limiter.py by scripts/unasync.py; do not edit.
+"""A limiter class and its permit: one source for the asyncio face and the blocking one.
+
+``_async_limiter.py`` is written by hand; ``_sync_limiter.py`` is generated from it by
+``scripts/unasync.py``: ``async`` and ``await`` dropped, ``Async`` names mapped to their sync twins,
+and the lines marked with a ``sync:`` or ``async-only`` comment replaced or left out (that script's
+docstring has the rules). ``scripts/test`` fails while the two differ. Everything that is not I/O
+is in `_limiter_base`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+from ratekeeper._drive import drive
+from ratekeeper._limiter_base import (
+    FAST_COSTS,
+    HIT,
+    LEASE,
+    SLEEP,
+    LimiterCore,
+    PermitBase,
+)
+from ratekeeper.algorithms import INF
+from ratekeeper.clock import sleeper
+from ratekeeper.decision import Decision
+from ratekeeper.errors import RateLimitExceeded, StoreUnavailable
+from ratekeeper.stores import Store, store_from_url
+from ratekeeper.stores.memory import MemoryStore
+
+__all__ = ["Permit", "RateLimiter"]
+
+# What `acquire` returns: awaitable and an async context manager; the sync one waits at once.
+Acquiring: TypeAlias = "Permit"
+
+
+class RateLimiter(LimiterCore):
+    """Limit how often a key may do something (the methods of the asyncio face are coroutines).
+
+    Memory store unless ``store=`` says otherwise. ``limiter.hit("user:42")`` returns a
+    :class:`Decision`.
+    """
+
+    store: Store
+    _sleep: Callable[[float], None]
+
+    def _open(self, store: Any) -> None:
+        self.store = self._opened(store, Store, MemoryStore, store_from_url)
+        self._sleep = sleeper(self.clock)
+
+    def hit(self, key: str, cost: float = 1) -> Decision:
+        """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial."""
+        if type(key) is not str or type(cost) not in FAST_COSTS or not 0 <= cost < INF:
+            key, cost = self._checked(key, cost)
+        if self._cache is not None:
+            return self._cached(self.store.hit, key, cost)
+        try:
+            return self.store.hit(key, self.rule, cost, self.clock())
+        except StoreUnavailable as exc:
+            return self._fallback(exc)
+
+    def peek(self, key: str, cost: float = 1) -> Decision:
+        """What :meth:`hit` would answer now, consuming nothing."""
+        key, cost = self._checked(key, cost)
+        if self._cache is not None:
+            return self._cached(self.store.peek, key, cost)
+        try:
+            return self.store.peek(key, self.rule, cost, self.clock())
+        except StoreUnavailable as exc:
+            return self._fallback(exc)
+
+    def _cached(
+        self,
+        call: Callable[..., Decision],
+        key: str,
+        cost: float,
+    ) -> Decision:
+        """``hit`` or ``peek`` with the over-limit cache: a known denial is answered locally."""
+        assert self._cache is not None
+        now = self.clock()
+        local = self._cache.check(key, cost, now)
+        if local is not None:
+            return local
+        try:
+            decision = call(key, self.rule, cost, now)
+        except StoreUnavailable as exc:
+            return self._fallback(exc)
+        if not decision.allowed:
+            self._cache.record(key, cost, now, decision)
+        return decision
+
+    def enforce(self, key: str, cost: float = 1) -> Decision:
+        """Like :meth:`hit`, but raise :class:`RateLimitExceeded` on denial."""
+        decision = self.hit(key, cost)
+        if not decision.allowed:
+            raise RateLimitExceeded(decision)
+        return decision
+
+    def acquire(self, key: str, cost: float = 1, timeout: float | None = None) -> Acquiring:
+        """Wait until ``key`` may proceed (or raise :class:`RateLimitTimeout`).
+
+        Returns the decision as a permit (``await`` it, or use it as a context manager): with
+        ``max_concurrent`` the concurrency slot is held until the block exits (or until
+        ``release()``, or ``lease_ttl`` if the holder dies).
+        """
+        key, cost = self._checked(key, cost)
+        waiting = self._acquire(key, cost, timeout)
+        return waiting
+
+    def _acquire(self, key: str, cost: float, timeout: float | None) -> Permit:
+        flow = self._acquire_flow(key, cost, timeout)
+        decision, lease_id = drive(flow, lambda step: self._run_step(key, *step))
+        return Permit(decision, self, key, lease_id)
+
+    def _run_step(self, key: str, step: str, arg: Any) -> Any:
+        if step == HIT:
+            return self.hit(key, arg)
+        if step == SLEEP:
+            return self._sleep(arg)
+        if step == LEASE:
+            assert self.max_concurrent is not None
+            return self.store.acquire_lease(
+                key, arg, self.max_concurrent, self.lease_ttl, self.clock()
+            )
+        return self.store.release_lease(key, arg, self.clock())
+
+    def reset(self, key: str) -> None:
+        """Forget everything about ``key`` (its budget becomes full, its leases are dropped)."""
+        key = self._checked(key, 0)[0]
+        if self._cache is not None:
+            self._cache.discard(key)
+        self.store.reset(key, self.rule)
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        self.store.ping()
+
+    def close(self) -> None:
+        """Close the store if this limiter created it from a URL (or by default)."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> RateLimiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Permit(PermitBase):
+    """The decision ``acquire`` gives; leaving its ``with`` block (or ``release()``) gives the
+    concurrency slot back."""
+
+    __slots__ = ()
+
+    def release(self) -> None:
+        """Give the concurrency slot back now (idempotent)."""
+        lease_id = self._take_lease()
+        if lease_id is not None:
+            limiter = self._limiter
+            limiter.store.release_lease(self._key, lease_id, limiter.clock())
+
+    def __enter__(self) -> Permit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
