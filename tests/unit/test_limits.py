@@ -1,6 +1,9 @@
+import time
+
 import pytest
 
 from ratekeeper import ConfigError, Limit, parse_limits
+from ratekeeper.limits import MAX_AMOUNT, MAX_PERIOD, MAX_RATE_STRING, MIN_PERIOD
 
 
 @pytest.mark.parametrize(
@@ -96,3 +99,100 @@ def test_names():
     assert Limit(3, per=1.5).name == "3-per-1.5s"
     assert Limit(10, per=1, burst=20).name == "10-per-1s-burst-20"
     assert str(Limit(100, per=60)) == "100/60s"
+
+
+# --------------------------------------------------------------------------- hostile text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1 per" + " " * 800 + "!",  # took 9 s with the old grammar
+        "1/" + " " * 10000,  # 5 s
+        "1/" + " " * 990 + "x",
+        "1" + " " * 995 + "per",
+        "9" * 990 + "/s",
+        "10/second;" * 100,
+    ],
+)
+def test_hostile_text_is_refused_fast(text):
+    """Rate strings can come from request-time code: parsing is linear and bounded."""
+    started = time.perf_counter()
+    with pytest.raises(ConfigError):
+        parse_limits(text)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_over_long_text_is_refused_saying_why():
+    with pytest.raises(ConfigError, match=f"at most {MAX_RATE_STRING}"):
+        parse_limits("1/" + " " * MAX_RATE_STRING)
+    assert parse_limits("1/" + " " * (MAX_RATE_STRING - 3) + "s") == [Limit(1, per=1)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["9" * 400 + "/second", "9" * 5000 + "/second", "9007199254740993/second", "9" * 17 + "/day"],
+)
+def test_huge_amounts_are_config_errors(text):
+    with pytest.raises(ConfigError) as info:
+        parse_limits(text)
+    assert "999" in str(info.value) or "9007199254740993" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text", ["\u0661\u0660/second", "\uff11\uff10/second", "10/\uff11s", "10/second\u3000"]
+)
+def test_only_ascii_digits_and_spaces(text):
+    with pytest.raises(ConfigError):
+        parse_limits(text)
+
+
+@pytest.mark.parametrize("text", ["10/ms", "10/5ms", "10 per 5 ms", "10/msec", "3/us"])
+def test_sub_second_units_are_refused_never_misread(text):
+    """ "ms" once lost its s as a plural and read as minutes."""
+    with pytest.raises(ConfigError, match="unknown time unit") as info:
+        parse_limits(text)
+    assert "decimal seconds" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "per"),
+    [("1/secs", 1), ("1/mins", 60), ("1/hrs", 3600), ("1/days", 86400), ("1/0.5s", 0.5)],
+)
+def test_every_unit_spelling(text, per):
+    assert parse_limits(text) == [Limit(1, per=per)]
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"amount": 2**53 + 1}, r"2\*\*53"),
+        ({"amount": 10**400}, r"2\*\*53"),
+        ({"amount": 1, "burst": 10**30}, r"2\*\*53"),
+        ({"amount": 1, "per": 1e300}, "period"),
+        ({"amount": 1, "per": 10**400}, "period"),
+        ({"amount": 1, "per": MAX_PERIOD * 1.000001}, "period"),
+        ({"amount": 1, "per": 0.0009}, "period"),
+        ({"amount": 10, "per": 0.00001}, "period"),
+        ({"amount": 1, "per": 86400, "burst": 10**6}, "refill"),
+    ],
+)
+def test_limits_no_store_can_hold_fail_at_construction(kwargs, named):
+    with pytest.raises(ConfigError, match=named):
+        Limit(**kwargs)
+
+
+def test_parsed_limits_out_of_range_name_the_part():
+    with pytest.raises(ConfigError, match=r"'1/1000000000000 days'.*period"):
+        parse_limits("10/second; 1/1000000000000 days")
+
+
+def test_the_largest_limits_are_accepted():
+    assert Limit(MAX_AMOUNT, per=MAX_PERIOD, burst=MAX_AMOUNT).capacity == 2**53
+    assert Limit(MAX_AMOUNT, per=MIN_PERIOD).rate == 2**53 * 1000
+    assert Limit(1, per=MAX_PERIOD).per == MAX_PERIOD
+    assert Limit(1, per=MIN_PERIOD).rate == 1000
+    assert Limit(1, per=1, burst=int(MAX_PERIOD)).capacity == MAX_PERIOD
