@@ -21,7 +21,7 @@ from ratekeeper.integrations import cost_from_header
 from ratekeeper.integrations.django import ratelimit, ratelimit_exempt
 
 RATEKEEPER: dict[str, Any] = {
-    "DEFAULT_LIMITS": "60/minute",  # every request that is not exempt
+    "DEFAULT_LIMITS": "60/minute",  # every view that is not exempt and has no @ratelimit
     "STORE": os.environ.get("RATEKEEPER_STORE", "memory://"),
     "KEY": "ratekeeper.integrations.client_ip",  # a dotted path works (factories are called)
     "TRUSTED_PROXIES": [],  # e.g. ["10.0.0.0/8"] behind a load balancer

@@ -103,7 +103,7 @@ class Decision:
             "RateLimit": states,
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(_t(self)),
+            "X-RateLimit-Reset": str(_t(_binding(self))),
         }
         if not self.allowed and self.retry_after != INF:
             headers["Retry-After"] = str(_ceil(self.retry_after))
@@ -117,6 +117,16 @@ def _secs(value: float) -> int:
 def _ceil(value: float) -> int:
     # Tolerate float noise: 0.6000000000000001 s is 1 s, 2.0000000000004 s is 2 s.
     return max(0, math.ceil(round(value, 6)))
+
+
+def _binding(d: Decision) -> Decision:
+    """The per-limit decision that ``d``'s ``limit``/``remaining`` describe (``d`` itself for a
+    single limit): its ``t`` is the one ``X-RateLimit-Reset`` must report, not the combined
+    ``reset_after`` (the slowest limit's)."""
+    for item in d.details:
+        if item.policy == d.policy and item.remaining == d.remaining and item.allowed == d.allowed:
+            return _binding(item)
+    return d
 
 
 def _t(d: Decision) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from ratekeeper import ConfigError, Limit
 from ratekeeper.integrations import (
     Engine,
+    Key,
     LimitRule,
     RequestView,
     api_key,
@@ -22,6 +24,7 @@ from ratekeeper.integrations import (
     header,
     path,
     route,
+    storage_key,
     user,
 )
 from ratekeeper.integrations._core import client_address, user_id
@@ -149,6 +152,38 @@ class TestKeys:
             assert cost(view(headers={"x-batch": "-3"})) == 1
             assert cost(view(headers={"x-batch": "nan"})) == 1
         assert "bad X-Batch header" in caplog.text
+
+    def test_cost_from_header_floor_and_bad_configuration(self) -> None:
+        cost = cost_from_header("X-Cost", minimum=2, maximum=10)
+        for raw, expected in [("0", 2), ("1e-320", 2), ("3.5", 3.5), ("1e300", 10), ("1e400", 1)]:
+            assert cost(view(headers={"x-cost": raw})) == expected
+        free = cost_from_header("X-Cost", minimum=0)  # a floor of 0 must be asked for
+        assert free(view(headers={"x-cost": "0"})) == 0
+        for bad in ({"minimum": -1}, {"default": math.nan}, {"minimum": 5, "maximum": 2}):
+            with pytest.raises(ConfigError):
+                cost_from_header("X-Cost", **bad)
+
+
+class TestStorageKey:
+    def test_components_are_unambiguous(self) -> None:
+        keys = [
+            storage_key("a:b", "c"),
+            storage_key("a", "b:c"),
+            storage_key("a", Key("ip", "b:c")),
+            storage_key("a", "ip:b:c"),
+            storage_key("a", Key("header", "x", "y:z")),
+            storage_key("a", Key("header", "x:y", "z")),
+            storage_key("a%3Ab", "c"),
+            storage_key("b", "c", prefix="a"),
+            storage_key("a", "c", prefix="b"),
+        ]
+        assert len(set(keys)) == len(keys)
+        assert storage_key("default", client_ip()(view())) == "default:ip:203.0.113.7"
+        assert storage_key("s", "k", prefix="app") == "app:s:custom:k"
+
+    def test_built_in_keys_read_as_before(self) -> None:
+        key = header("X-Tenant")(view(headers={"x-tenant": "a:b"}))
+        assert key == "header:x-tenant:a:b" and isinstance(key, Key) and key.kind == "header"
 
 
 class TestEngine:

@@ -8,6 +8,7 @@ imports its framework, so ``import ratekeeper.integrations`` needs no web framew
 
 from ratekeeper.integrations._core import (
     Engine,
+    Key,
     LimitRule,
     Outcome,
     RequestView,
@@ -18,11 +19,13 @@ from ratekeeper.integrations._core import (
     header,
     path,
     route,
+    storage_key,
     user,
 )
 
 __all__ = [
     "Engine",
+    "Key",
     "LimitRule",
     "Outcome",
     "RequestView",
@@ -33,5 +36,6 @@ __all__ = [
     "header",
     "path",
     "route",
+    "storage_key",
     "user",
 ]

@@ -5,6 +5,7 @@
 from ratekeeper.integrations.engine import Engine, scope_of
 from ratekeeper.integrations.keys import (
     CostSpec,
+    Key,
     KeySpec,
     LimitSpec,
     RequestView,
@@ -16,7 +17,9 @@ from ratekeeper.integrations.keys import (
     cost_from_header,
     header,
     path,
+    peer_key,
     route,
+    storage_key,
     user,
     user_id,
 )
@@ -25,6 +28,7 @@ from ratekeeper.integrations.rules import LimitRule, Outcome, denial_body
 __all__ = [
     "CostSpec",
     "Engine",
+    "Key",
     "KeySpec",
     "LimitRule",
     "LimitSpec",
@@ -39,8 +43,10 @@ __all__ = [
     "denial_body",
     "header",
     "path",
+    "peer_key",
     "route",
     "scope_of",
+    "storage_key",
     "user",
     "user_id",
 ]

@@ -9,6 +9,8 @@
     @limiter.limit("10/minute", cost=2)
     async def search(request): ...
 
+A handler with ``@limiter.limit`` is limited by its own limits instead of the default limits (as
+in flask-limiter); ``@limiter.exempt`` removes a handler from the default limits.
 Denials are JSON 429s (or ``on_denied``'s response); limited responses carry the rate-limit
 headers. ``request["user"]`` (if an auth middleware sets it) is the user for the ``user()`` key.
 """
@@ -39,6 +41,7 @@ __all__ = ["Limiter", "view_of"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
 _EXEMPT = "__ratekeeper_exempt__"
+_LIMITED = "__ratekeeper_limited__"  # set on @limit handlers: their limits replace the defaults
 
 
 def view_of(request: web.Request) -> RequestView:
@@ -118,7 +121,11 @@ class Limiter:
             request: web.Request, handler: Handler
         ) -> web.StreamResponse:
             target = getattr(request.match_info, "handler", None)
-            if not self.engine.rules or getattr(target, _EXEMPT, False):
+            if (
+                not self.engine.rules
+                or getattr(target, _EXEMPT, False)
+                or getattr(target, _LIMITED, False)
+            ):
                 return await self._handle_exceeded(request, handler)
             return await self._run(
                 request, None, functools.partial(self._handle_exceeded, handler=handler)
@@ -143,8 +150,8 @@ class Limiter:
         methods: list[str] | None = None,
         algorithm: str | None = None,
     ) -> Callable[[H], H]:
-        """Limit a handler (a coroutine ``handler(request)``), on top of the default limits.
-        ``scope`` names a budget shared with other handlers."""
+        """Limit a handler (a coroutine ``handler(request)``) by these limits instead of the
+        default limits. ``scope`` names a budget shared with other handlers."""
 
         def decorate(handler: H) -> H:
             rule = self.engine.rule(
@@ -160,6 +167,7 @@ class Limiter:
             async def limited(request: web.Request) -> web.StreamResponse:
                 return await self._run(request, [rule], handler)
 
+            setattr(limited, _LIMITED, True)
             return limited  # type: ignore[return-value]
 
         return decorate

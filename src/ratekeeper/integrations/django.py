@@ -17,6 +17,9 @@
     @ratelimit("10/minute", cost=2)
     def search(request): ...
 
+A view with ``@ratelimit`` is limited by its own limits instead of the default limits (as in
+flask-limiter); ``@ratelimit_exempt`` removes a view from the default limits.
+
 Every key of ``RATEKEEPER`` is an :class:`Engine` option in upper case (``DEFAULT_LIMITS``
 is ``limits``; ``RULES`` is a list of dicts of `LimitRule` arguments). ``ENABLED = False`` switches
 limiting off. The engine is built on first use and rebuilt when the settings change
@@ -57,6 +60,7 @@ __all__ = ["RateLimitMiddleware", "get_engine", "ratelimit", "ratelimit_exempt",
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EXEMPT = "ratekeeper_exempt"
+_LIMITED = "ratekeeper_limited"  # set on @ratelimit views: their own limits replace the defaults
 _OUTCOME = "_ratekeeper_outcome"
 _CALLABLE_OPTIONS = ("key", "cost", "on_denied", "limits", "clock")
 
@@ -171,15 +175,18 @@ def _add_headers(engine: Engine, outcome: Outcome | None, response: Any) -> Any:
     return response
 
 
-def _is_exempt_view(request: HttpRequest) -> bool:
+def _skips_defaults(request: HttpRequest) -> bool:
+    """Whether the view is exempt from the default limits, or has its own (``@ratelimit``)."""
     try:
         match = resolve(request.path_info, getattr(request, "urlconf", None))
     except Resolver404:
         return False
     func = match.func
-    return bool(
-        getattr(func, _EXEMPT, False) or getattr(getattr(func, "view_class", None), _EXEMPT, False)
-    )
+    view_class = getattr(func, "view_class", None)
+    return any(getattr(func, mark, False) or getattr(view_class, mark, False) for mark in _MARKS)
+
+
+_MARKS = (_EXEMPT, _LIMITED)
 
 
 class RateLimitMiddleware:
@@ -199,7 +206,7 @@ class RateLimitMiddleware:
         if not engine.rules:
             return None
         view = view_of(request)
-        if engine.is_exempt(view) or _is_exempt_view(request):
+        if engine.is_exempt(view) or _skips_defaults(request):
             return None
         return view
 
@@ -240,8 +247,8 @@ def ratelimit(
     algorithm: str | None = None,
 ) -> Callable[[F], F]:
     """Limit a view (sync or async function view, or ``as_view()`` result), on the engine of
-    ``settings.RATEKEEPER``. ``scope`` names a budget shared with other views. Adds to the
-    middleware's default limits (exempt the view to have only its own)."""
+    ``settings.RATEKEEPER``. ``scope`` names a budget shared with other views. The view's own
+    limits replace the middleware's default limits for it."""
     if isinstance(limit, str):
         to_limits(limit)  # a bad rate fails at import time, not on the first request
 
@@ -272,6 +279,7 @@ def ratelimit(
                     return custom if custom is not None else _denial(engine, outcome.decision)
                 return _add_headers(engine, outcome, await func(request, *args, **kwargs))
 
+            setattr(async_view, _LIMITED, True)
             return async_view  # type: ignore[return-value]
 
         @functools.wraps(func)
@@ -286,6 +294,7 @@ def ratelimit(
                 return custom if custom is not None else _denial(engine, outcome.decision)
             return _add_headers(engine, outcome, func(request, *args, **kwargs))
 
+        setattr(sync_view, _LIMITED, True)
         return sync_view  # type: ignore[return-value]
 
     return decorate

@@ -8,6 +8,11 @@ The check is written once, as a generator (:meth:`Engine._flow`) that yields wha
 awaited (an async key, cost or limit function; an async limiter's ``hit``); two small drivers run
 it, :meth:`Engine.check` (blocking) and :meth:`Engine.check_async`. A dynamic limit that raises or
 is not a rate skips its rule, logged.
+
+Blocking code with an asyncio store (Flask or sync Django given an ``AsyncRedisStore``) runs each
+store call on the engine's one long-lived event loop thread (:class:`LoopThread`), waiting at most
+``bridge_timeout`` for it; past that the store counts as unavailable and ``on_store_error``
+decides, so a blocking request is answered within that bound whatever the store does.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ import json
 import math
 import re
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ratekeeper.algorithms import get_algorithm
 from ratekeeper.decision import Decision
-from ratekeeper.errors import ConfigError
+from ratekeeper.errors import ConfigError, StoreUnavailable
 from ratekeeper.integrations.keys import (
     CostSpec,
     IPNetwork,
@@ -34,7 +39,10 @@ from ratekeeper.integrations.keys import (
     ViewFunction,
     _warn,
     client_ip,
+    peer_key,
+    storage_key,
 )
+from ratekeeper.integrations.loop import LoopThread
 from ratekeeper.integrations.rules import (
     _FAILED,
     _GROUP_OF,
@@ -51,6 +59,10 @@ from ratekeeper.limits import Limit, to_limits
 from ratekeeper.stores import AsyncStore, Store, async_store_from_url, store_from_url
 from ratekeeper.stores.memory import AsyncMemoryStore, MemoryStore
 
+# Seconds blocking code waits for an asyncio store's answer before it counts the store as
+# unavailable: the stores' own 0.5 s deadline plus room, inside the 1.0 s decision bound.
+BRIDGE_TIMEOUT = 0.9
+
 
 class Engine:
     """Configuration and decisions shared by every framework adapter.
@@ -64,8 +76,13 @@ class Engine:
     regexes) and ``exempt_methods`` (default OPTIONS, for CORS preflights); ``headers``: True,
     False, or the groups to send among ``"ratelimit"`` (IETF ``RateLimit``/``RateLimit-Policy``),
     ``"x-ratelimit"`` and ``"retry-after"``; ``on_denied``: ``(request, decision)`` returning the
-    framework's response (or None for the default JSON 429); ``key_prefix`` namespaces store
-    keys; ``enabled=False`` switches limiting off.
+    framework's response (or None for the default JSON 429); ``key_prefix`` (default none: the
+    stores namespace their keys already) separates engines sharing one store; ``enabled=False``
+    switches limiting off; ``bridge_timeout``: how long blocking code waits for an asyncio
+    store (default 0.9 s) before ``on_store_error`` decides.
+
+    Store keys are ``[key_prefix:]scope:kind:value`` (:func:`storage_key`), unambiguous: a custom
+    key function's value is of kind ``custom`` and cannot reach a built-in key's budget.
 
     One limiter is built per distinct (algorithm, limits) and cached, so a dynamic limit costs a
     dict lookup per request, not a limiter.
@@ -88,9 +105,10 @@ class Engine:
         proxy_header: str = "x-forwarded-for",
         headers: bool | Iterable[HeaderGroup] = True,
         on_denied: Callable[[Any, Decision], Any] | None = None,
-        key_prefix: str = "rk",
+        key_prefix: str = "",
         enabled: bool = True,
         max_limiters: int = 1024,
+        bridge_timeout: float = BRIDGE_TIMEOUT,
     ) -> None:
         if on_store_error not in ("allow", "deny", "raise"):
             raise ConfigError(
@@ -119,7 +137,18 @@ class Engine:
         if on_denied is not None and not callable(on_denied):
             raise ConfigError(f"on_denied must be a callable, got {on_denied!r}")
         self.on_denied = on_denied
+        if not isinstance(key_prefix, str):
+            raise ConfigError(f"key_prefix must be a string, got {key_prefix!r}")
         self.key_prefix = key_prefix
+        if (
+            isinstance(bridge_timeout, bool)
+            or not isinstance(bridge_timeout, int | float)
+            or not 0 < bridge_timeout < math.inf
+        ):
+            raise ConfigError(f"bridge_timeout must be a positive number, got {bridge_timeout!r}")
+        self.bridge_timeout = float(bridge_timeout)
+        self._loop = LoopThread()  # started on first use only
+        weakref.finalize(self, self._loop.stop)
         self.enabled = enabled
         self.max_limiters = max_limiters
         self.rules: list[LimitRule] = []
@@ -158,9 +187,11 @@ class Engine:
         _store_class(url, 1)  # unknown schemes and missing client libraries fail at setup
 
     def close(self) -> None:
-        """Close the synchronous store if the engine built it from a URL."""
+        """Close the synchronous store if the engine built it from a URL, and stop the engine's
+        event loop thread (if blocking code used one)."""
         if isinstance(self._store_spec, str) and self._sync_store is not None:
             self._sync_store.close()
+        self._loop.stop()
 
     async def aclose(self) -> None:
         """Close the stores the engine built from a URL (call it on application shutdown)."""
@@ -316,7 +347,7 @@ class Engine:
                 limits = self._limits(value)
                 if limits is None:
                     continue
-            key = yield from self._key(rule, view)
+            key = storage_key(rule.scope, (yield from self._key(rule, view)), self.key_prefix)
             cost = rule.cost
             if callable(cost):
                 cost = yield from self._call(cost, view, "cost")
@@ -325,8 +356,14 @@ class Engine:
                         _warn("cost", "ratekeeper: cost %r is not a number >= 0; using 1", cost)
                     cost = 1
             limiter = self.limiter(limits, rule.algorithm, asynchronous)
-            result: Any = limiter.hit(f"{self.key_prefix}:{rule.scope}:{key}", float(cost))
-            decision: Decision = (yield result) if asynchronous else result
+            result: Any = limiter.hit(key, float(cost))
+            if asynchronous:
+                try:
+                    decision: Decision = yield _StoreCall(result)
+                except StoreUnavailable as exc:  # no answer in time (the bridge's deadline)
+                    decision = self._outage(limits, exc)
+            else:
+                decision = result
             outcome.decisions[rule.scope] = decision
             if not decision.allowed:  # a denial (or a store outage with on_store_error="deny")
                 outcome.allowed, outcome.decision, outcome.rule = False, decision, rule
@@ -338,28 +375,51 @@ class Engine:
         return outcome
 
     def _key(self, rule: LimitRule, view: RequestView) -> Generator[Any, Any, str]:
+        """The key function's value: a non-empty string as is, an int as its decimal string;
+        anything else (None, "", an object that would make a new key per request) is logged and
+        the request is keyed by client address."""
         func = rule.key or self.default_key
         value = yield from self._call(func, view, "key")
-        if value is not _FAILED and value is not None and value != "":
-            return value if isinstance(value, str) else str(value)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
         if value is not _FAILED:
             _warn(
-                "key-none", "ratekeeper: key function %r returned %r; keying by client", func, value
+                "key-value",
+                "ratekeeper: key function %r returned %r, not a non-empty str or an int; "
+                "keying by client address",
+                func,
+                value if value is None or isinstance(value, str) else type(value),
             )
         if func is not self.client_key:  # the client address, honouring trusted proxies
             value = yield from self._call(self.client_key, view, "key")
             if isinstance(value, str) and value:
                 return value
-        return f"ip:{view.client or 'unknown'}"
+        return peer_key(view)
+
+    def _outage(self, limits: tuple[Limit, ...], exc: StoreUnavailable) -> Decision:
+        """The ``on_store_error`` decision when the store gave no answer in time."""
+        if self.on_store_error == "raise":
+            raise exc
+        _warn(
+            "store-timeout",
+            "ratekeeper: rate limit store unavailable (%s); %s requests",
+            exc,
+            "allowing" if self.on_store_error == "allow" else "denying",
+        )
+        limit = limits[0]
+        if self.on_store_error == "allow":
+            return Decision(True, limit.amount, limit.amount, 0.0, 0.0, 0.0, limit, True)
+        return Decision(False, limit.amount, 0, 1.0, 1.0, 0.0, limit, True)
 
     def check(self, view: RequestView, rules: Sequence[LimitRule] | None = None) -> Outcome:
-        """Check ``view`` against ``rules`` (default: the engine's rules) with blocking limiters.
-        Awaitables returned by key/cost/limit functions are run to completion; with only an
-        asyncio store, the asyncio check is run to completion."""
-        if self._sync_store is None and self._async_store is not None:
-            outcome: Outcome = _run_sync(self.check_async(view, rules))
-            return outcome
-        flow = self._flow(view, self.rules if rules is None else rules, False)
+        """Check ``view`` against ``rules`` (default: the engine's rules) from blocking code.
+        Awaitables returned by key/cost/limit functions are run to completion on the engine's
+        event loop thread; with only an asyncio store, so are the store calls, each within
+        ``bridge_timeout``."""
+        asynchronous = self._sync_store is None and self._async_store is not None
+        flow = self._flow(view, self.rules if rules is None else rules, asynchronous)
         value: Any = None
         error: BaseException | None = None
         while True:
@@ -370,7 +430,12 @@ class Engine:
                 return result
             error = None
             try:
-                value = _run_sync(step)
+                if isinstance(step, _StoreCall):
+                    value = self._loop.run(step.call, self.bridge_timeout)
+                else:
+                    value = self._run_sync(step)
+            except TimeoutError as exc:
+                error = StoreUnavailable(f"no answer from the store within {exc}")
             except Exception as exc:
                 error = exc
 
@@ -392,9 +457,14 @@ class Engine:
                 return result
             error = None
             try:
-                value = await step
+                value = await (step.call if isinstance(step, _StoreCall) else step)
             except Exception as exc:
                 error = exc
+
+    def _run_sync(self, value: Any) -> Any:
+        """An awaitable run to completion on the engine's loop thread (a blocking view with an
+        async key function); plain values pass through."""
+        return self._loop.run(value) if inspect.isawaitable(value) else value
 
     # -- the denial hook --
 
@@ -403,7 +473,7 @@ class Engine:
         if self.on_denied is None:
             return None
         try:
-            return _run_sync(self.on_denied(native, decision))
+            return self._run_sync(self.on_denied(native, decision))
         except Exception:
             _warn("on_denied", "ratekeeper: on_denied hook raised; default 429", exc_info=True)
             return None
@@ -423,26 +493,14 @@ def _valid_cost(cost: Any) -> bool:
     return not isinstance(cost, bool) and isinstance(cost, int | float) and 0 <= cost < math.inf
 
 
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+class _StoreCall:
+    """A step of the flow that is a store call (an asyncio limiter's ``hit``), as opposed to a
+    user function's awaitable: blocking code waits for it at most ``bridge_timeout``."""
 
+    __slots__ = ("call",)
 
-_executor: ThreadPoolExecutor | None = None
-
-
-def _run_sync(value: Any) -> Any:
-    """Run an awaitable to completion from synchronous code (a sync view with an async key
-    function); plain values pass through."""
-    global _executor
-    if not inspect.isawaitable(value):
-        return value
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(_await(value))
-    if _executor is None:  # called from a thread that runs an event loop: use another thread
-        _executor = ThreadPoolExecutor(1, thread_name_prefix="ratekeeper")
-    return _executor.submit(asyncio.run, _await(value)).result()
+    def __init__(self, call: Awaitable[Decision]) -> None:
+        self.call = call
 
 
 def scope_of(func: Callable[..., Any]) -> str:

@@ -12,6 +12,9 @@
     @app.get("/items", dependencies=[Depends(RateLimit("100/minute"))])
     async def items(): ...
 
+A route with its own limits (``@limiter.limit`` or a :class:`RateLimit` dependency) is limited by
+them instead of the default limits (as in flask-limiter).
+
 A denial raises :class:`RateLimited` (a `RateLimitExceeded` that is also an ``HTTPException``), so
 it is a 429 with headers even without the handler; with :func:`rate_limit_exceeded_handler` it has
 the JSON body and honours ``on_denied``. Allowed responses get the headers too.
@@ -28,6 +31,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response as StarletteResponse
+from starlette.routing import Match
 
 from ratekeeper.decision import Decision
 from ratekeeper.errors import RateLimitExceeded
@@ -143,6 +147,23 @@ class RateLimit:
         response.headers.update(headers)
 
 
+def _has_own_limits(app: FastAPI, scope: Any) -> bool:
+    """Whether the route ``scope`` is for has its own limits (decorator or `RateLimit`
+    dependency): then the default limits do not apply to it."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return _limited(route)
+    return False
+
+
+def _limited(route: Any) -> bool:
+    if hasattr(getattr(route, "endpoint", None), "__ratekeeper_rule__"):
+        return True
+    dependant = getattr(route, "dependant", None)
+    return any(isinstance(dep.call, RateLimit) for dep in getattr(dependant, "dependencies", ()))
+
+
 class Limiter:
     """Rate limits for a FastAPI app: ``@limiter.limit(...)`` per route, ``default_limits`` for
     every request (through :class:`RateLimitMiddleware`), ``limiter.dependency(...)``.
@@ -157,7 +178,11 @@ class Limiter:
     def init_app(self, app: FastAPI) -> None:
         """Register the 429 handler, and the middleware (for default limits and headers)."""
         app.add_exception_handler(RateLimitExceeded, rate_limit_exceeded_handler)
-        app.add_middleware(RateLimitMiddleware, engine=self.engine)  # type: ignore[arg-type]
+        app.add_middleware(
+            RateLimitMiddleware,  # type: ignore[arg-type]
+            engine=self.engine,
+            skip=functools.partial(_has_own_limits, app),
+        )
 
     def dependency(self, limit: LimitSpec, **options: Any) -> RateLimit:
         """``Depends(limiter.dependency("10/minute"))``: a `RateLimit` on this limiter's engine."""

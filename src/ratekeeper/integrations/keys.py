@@ -5,6 +5,12 @@ from headers, and the once-a-minute warning used for bad input everywhere in the
 Malformed input never breaks a request: a key function that raises or returns nothing falls back
 to the client address, a bad cost falls back to the rule's default cost; each is logged (at most
 once a minute per kind).
+
+Storage keys are built in one place, :func:`storage_key`: an unambiguous encoding of (scope, kind
+of key, value). The built-in key functions return a :class:`Key` that carries its kind (``ip``,
+``user``, ``apikey``...); whatever a custom key function returns is of kind ``custom``, so a key
+function that returns ``"ip:203.0.113.7"`` (say, from a header the client controls) can never
+land on that client address's budget.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ KeySpec: TypeAlias = Callable[[Any], Any]
 CostSpec: TypeAlias = float | Callable[[Any], Any]
 LimitSpec: TypeAlias = LimitValue | Callable[[Any], Any]
 _LOG_EVERY = 60.0
+_MAX_COST_HEADER = 32  # characters: a longer cost header is malformed (no giant float parsing)
+INF = math.inf
 _last_logged: dict[str, float] = {}
 
 
@@ -41,6 +49,45 @@ def _warn(kind: str, message: str, *args: object, exc_info: bool = False) -> Non
     if now - _last_logged.get(kind, -math.inf) >= _LOG_EVERY:
         _last_logged[kind] = now
         log.warning(message, *args, exc_info=exc_info)
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+CUSTOM = "custom"  # the kind of every key a user-supplied key function returns
+
+
+def _escape(part: str) -> str:
+    """``%`` and ``:`` percent-encoded, so a component never contains the separator."""
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+class Key(str):
+    """A key from a built-in key function: reads as ``"kind:value"`` (``"ip:203.0.113.7"``), and
+    carries ``kind`` and ``value`` apart, so :func:`storage_key` can keep the kind a component
+    that no key function value can forge. ``Key("header", "x-tenant", "acme")`` keeps several
+    value parts apart too."""
+
+    kind: str
+    value: str
+
+    def __new__(cls, kind: str, *parts: str) -> Key:
+        self = super().__new__(cls, ":".join((kind, *parts)))
+        self.kind = kind
+        self.value = ":".join(map(_escape, parts)) if len(parts) > 1 else parts[0]
+        return self
+
+
+def storage_key(scope: str, key: str, prefix: str = "") -> str:
+    """The store key of ``key`` in budget ``scope``: ``[prefix:]scope:kind:value``, each component
+    escaped (``%`` → ``%25``, ``:`` → ``%3A``), so distinct (prefix, scope, kind, value) never share
+    a counter. ``key`` is a :class:`Key` (its kind) or any other string (kind ``custom``). The
+    stores add their own namespace; ``prefix`` is only for several engines sharing one store."""
+    if isinstance(key, Key):
+        kind, value = key.kind, key.value
+    else:
+        kind, value = CUSTOM, key
+    parts = (scope, kind, value) if not prefix else (prefix, scope, kind, value)
+    return ":".join(map(_escape, parts))
 
 
 # -- the neutral request --------------------------------------------------------------------------
@@ -178,6 +225,11 @@ def _is_trusted(address: IPAddress, trusted: tuple[IPNetwork, ...]) -> bool:
     return any(address in network for network in trusted)
 
 
+def peer_key(view: RequestView) -> Key:
+    """The socket peer as a key, verbatim (``ip:unknown`` when there is none): the last resort."""
+    return Key("ip", view.client or "unknown")
+
+
 def client_ip(
     trusted_proxies: Iterable[str | IPNetwork] = (),
     *,
@@ -197,13 +249,13 @@ def client_ip(
     if ipv6_prefix is not None and not 0 <= ipv6_prefix <= 128:
         raise ConfigError(f"ipv6_prefix must be between 0 and 128, got {ipv6_prefix!r}")
 
-    def key(view: RequestView) -> str:
+    def key(view: RequestView) -> Key:
         address = client_address(view, trusted, header_name)
         if address is None:
-            return f"ip:{view.client or 'unknown'}"
+            return peer_key(view)
         if ipv6_prefix is not None and isinstance(address, ipaddress.IPv6Address):
-            return f"ip:{ipaddress.ip_network(f'{address}/{ipv6_prefix}', strict=False)}"
-        return f"ip:{address}"
+            return Key("ip", str(ipaddress.ip_network(f"{address}/{ipv6_prefix}", strict=False)))
+        return Key("ip", str(address))
 
     return ViewFunction("client_ip", key)
 
@@ -216,13 +268,13 @@ def header(
     value (for secrets)."""
     lowered = name.lower()
 
-    def key(view: RequestView) -> str | None:
+    def key(view: RequestView) -> Key | None:
         value = (view.header(lowered) or "").strip()
         if not value:
             return None
         if hashed:
             value = hashlib.sha256(value.encode()).hexdigest()[:32]
-        return f"header:{lowered}:{value}"
+        return Key("header", lowered, value)
 
     return ViewFunction(f"header({name})", key, fallback or client_ip())
 
@@ -232,11 +284,11 @@ def api_key(name: str = "X-API-Key", *, fallback: ViewFunction | None = None) ->
     by ``fallback`` (the client address by default)."""
     lowered = name.lower()
 
-    def key(view: RequestView) -> str | None:
+    def key(view: RequestView) -> Key | None:
         value = (view.header(lowered) or "").strip()
         if not value:
             return None
-        return "apikey:" + hashlib.sha256(value.encode()).hexdigest()[:32]
+        return Key("apikey", hashlib.sha256(value.encode()).hexdigest()[:32])
 
     return ViewFunction(f"api_key({name})", key, fallback or client_ip())
 
@@ -264,43 +316,67 @@ def user(*, fallback: ViewFunction | None = None) -> ViewFunction:
     """Key by authenticated user (``user:42``); anonymous requests by ``fallback`` (the client
     address by default)."""
 
-    def key(view: RequestView) -> str | None:
+    def key(view: RequestView) -> Key | None:
         if view.get_user is None:
             return None
         uid = user_id(view.get_user())
-        return None if uid is None else f"user:{uid}"
+        return None if uid is None else Key("user", uid)
 
     return ViewFunction("user", key, fallback or client_ip())
 
 
 def path() -> ViewFunction:
     """Key by request path (``path:/search``): one budget per path for everyone."""
-    return ViewFunction("path", lambda view: f"path:{view.path}")
+    return ViewFunction("path", lambda view: Key("path", view.path))
 
 
 def route() -> ViewFunction:
     """Key by route template (``route:/items/{id}``), or the path when the route is unknown."""
-    return ViewFunction("route", lambda view: f"route:{view.route or view.path}")
+    return ViewFunction("route", lambda view: Key("route", view.route or view.path))
+
+
+def _number(text: str) -> float:
+    """``text`` as a float; NaN when it is not a number or longer than a cost header may be."""
+    if len(text) > _MAX_COST_HEADER:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def cost_from_header(
-    name: str, *, default: float = 1, maximum: float | None = None
+    name: str, *, default: float = 1, minimum: float = 1, maximum: float | None = None
 ) -> ViewFunction:
-    """Cost read from header ``name`` (e.g. a batch size). Missing, non-numeric, negative or
-    non-finite values cost ``default``; values above ``maximum`` are capped."""
+    """Cost read from header ``name`` (e.g. a batch size). The client writes this header, so it
+    is bounded: a value below ``minimum`` (default 1) costs ``minimum`` (``"0"``, ``"0.000001"``
+    or ``"1e-320"`` cannot make requests free); a value above ``maximum`` is capped; a missing
+    header costs ``default``, and so does a malformed, negative, NaN, infinite or over-long
+    (more than 32 characters) one (logged at most once a minute)."""
+    for option, value in (("default", default), ("minimum", minimum), ("maximum", maximum)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < INF
+        ):
+            raise ConfigError(f"cost_from_header: {option} must be a number >= 0, got {value!r}")
+    if maximum is not None and maximum < minimum:
+        raise ConfigError(f"cost_from_header: maximum {maximum} is below minimum {minimum}")
     lowered = name.lower()
 
     def cost(view: RequestView) -> float:
         raw = view.header(lowered)
         if raw is None:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
+        value = _number(raw)
         if not math.isfinite(value) or value < 0:
-            _warn("cost-header", "ratekeeper: bad %s header %r; using cost %s", name, raw, default)
+            _warn(
+                "cost-header",
+                "ratekeeper: bad %s header %r; using cost %s",
+                name,
+                raw[:_MAX_COST_HEADER],
+                default,
+            )
             return default
+        value = max(value, minimum)
         return value if maximum is None else min(value, maximum)
 
     return ViewFunction(f"cost_from_header({name})", cost)

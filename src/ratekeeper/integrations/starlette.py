@@ -95,6 +95,8 @@ class RateLimitMiddleware:
     method, shared budgets by ``scope``); every other keyword is an :class:`Engine` option
     (``key``, ``cost``, ``store``, ``trusted_proxies``, ``exempt_paths``, ``headers``,
     ``on_denied``, ``on_store_error`` (default ``"allow"``)…). Or pass a ready ``engine``.
+    ``skip(scope)``, when given, names the requests the engine's rules are not checked for
+    (routes with their own limits); they still get the route-level headers.
     """
 
     def __init__(
@@ -103,9 +105,11 @@ class RateLimitMiddleware:
         limits: LimitSpec | None = None,
         *,
         engine: Engine | None = None,
+        skip: Callable[[Scope], bool] | None = None,
         **options: Any,
     ) -> None:
         self.app = app
+        self.skip = skip
         if engine is not None and (limits is not None or options):
             raise TypeError("pass either engine= or limits and options, not both")
         self.engine = engine if engine is not None else Engine(limits, **options)
@@ -129,7 +133,14 @@ class RateLimitMiddleware:
             return
         engine = self.engine
         view = view_of(scope)
-        outcome = Outcome() if engine.is_exempt(view) else await engine.check_async(view)
+        if (
+            not engine.rules
+            or engine.is_exempt(view)
+            or (self.skip is not None and self.skip(scope))
+        ):
+            outcome = Outcome()
+        else:
+            outcome = await engine.check_async(view)
         if not outcome.allowed:
             assert outcome.decision is not None
             await send_denial(engine, outcome.decision, view.native, scope, receive, send)

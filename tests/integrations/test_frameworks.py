@@ -1,0 +1,316 @@
+"""Behaviours every framework adapter must share, written once and run through each framework's
+own test client (Flask, Django, FastAPI, aiohttp): storage keys, headers with several limits,
+costs and keys from untrusted input, and decorated views versus the default limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from ratekeeper.decision import Decision
+from ratekeeper.integrations import cost_from_header
+from ratekeeper.stores import Rule
+from ratekeeper.stores.memory import MemoryStore
+from ratekeeper.testing import FakeClock
+
+FRAMEWORKS = ["flask", "django", "fastapi", "aiohttp"]
+PEER = "203.0.113.7"
+Routes = Mapping[str, dict[str, Any] | None]  # path -> the decorator's arguments, or undecorated
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Mapping[str, str]  # case-insensitive in every framework's client
+
+
+@dataclass
+class Client:
+    """One app of one framework. ``peer`` is the client address the app sees."""
+
+    get: Callable[..., Reply]
+    peer: str
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    def statuses(self, path: str, n: int, headers: dict[str, str] | None = None) -> list[int]:
+        return [self.get(path, headers).status for _ in range(n)]
+
+
+def _view_name(path: str) -> str:
+    return "view_" + (re.sub(r"\W", "_", path).strip("_") or "root")
+
+
+def _flask(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Client:
+    from flask import Flask
+
+    from ratekeeper.integrations.flask import Limiter
+
+    app = Flask(__name__)
+    limiter = Limiter(app, default_limits, **options)
+    for path, decorator in routes.items():
+
+        def view() -> str:
+            return "ok"
+
+        view.__name__ = view.__qualname__ = _view_name(path)
+        if decorator is not None:
+            view = limiter.limit(**decorator)(view)
+        app.add_url_rule(path, view_func=view)
+    client = app.test_client()
+
+    def get(path: str, headers: dict[str, str] | None = None) -> Reply:
+        r = client.get(path, headers=headers or {}, environ_base={"REMOTE_ADDR": PEER})
+        return Reply(r.status_code, r.headers)
+
+    return Client(get, PEER, [limiter.engine.close])
+
+
+def _django(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Client:
+    from django.http import HttpRequest, HttpResponse
+    from django.test import Client as DjangoClient
+    from django.test import override_settings
+    from django.urls import clear_url_caches
+    from django.urls import path as url
+
+    from ratekeeper.integrations.django import ratelimit
+
+    config = {name.upper(): value for name, value in options.items()}
+    override = override_settings(RATEKEEPER={"DEFAULT_LIMITS": default_limits, **config})
+    override.enable()
+    urlpatterns.clear()
+    for path, decorator in routes.items():
+
+        def view(request: HttpRequest) -> HttpResponse:
+            return HttpResponse("ok")
+
+        view.__name__ = view.__qualname__ = _view_name(path)
+        if decorator is not None:
+            view = ratelimit(**decorator)(view)
+        urlpatterns.append(url(path.lstrip("/"), view))
+    clear_url_caches()
+    client = DjangoClient()
+
+    def get(path: str, headers: dict[str, str] | None = None) -> Reply:
+        r = client.get(path, headers=headers or {}, REMOTE_ADDR=PEER)
+        return Reply(r.status_code, r.headers)
+
+    return Client(get, PEER, [override.disable])
+
+
+def _fastapi(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Client:
+    from fastapi import FastAPI
+
+    from ratekeeper.integrations.fastapi import Limiter
+
+    limiter = Limiter(default_limits, **options)
+    app = FastAPI()
+    limiter.init_app(app)
+    for path, decorator in routes.items():
+
+        async def view() -> str:
+            return "ok"
+
+        view.__name__ = view.__qualname__ = _view_name(path)
+        if decorator is not None:
+            view = limiter.limit(**decorator)(view)
+        app.add_api_route(path, view, methods=["GET"])
+    loop = asyncio.new_event_loop()
+    transport = httpx.ASGITransport(app=app, client=(PEER, 50000))
+    client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    def get(path: str, headers: dict[str, str] | None = None) -> Reply:
+        r = loop.run_until_complete(client.get(path, headers=headers))
+        return Reply(r.status_code, r.headers)
+
+    def close() -> None:
+        loop.run_until_complete(client.aclose())
+        loop.close()
+
+    return Client(get, PEER, [close])
+
+
+def _aiohttp(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Client:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ratekeeper.integrations.aiohttp import Limiter
+
+    limiter = Limiter(default_limits, **options)
+    app = web.Application(middlewares=[limiter.middleware])
+    for path, decorator in routes.items():
+
+        async def view(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        view.__name__ = view.__qualname__ = _view_name(path)
+        if decorator is not None:
+            view = limiter.limit(**decorator)(view)
+        app.router.add_get(path, view)
+    loop = asyncio.new_event_loop()
+    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"), loop=loop)
+    loop.run_until_complete(client.start_server())
+
+    def get(path: str, headers: dict[str, str] | None = None) -> Reply:
+        async def call() -> Reply:
+            r = await client.get(path, headers=headers)
+            await r.read()
+            return Reply(r.status, r.headers)
+
+        return loop.run_until_complete(call())
+
+    def close() -> None:
+        loop.run_until_complete(client.close())
+        loop.close()
+
+    return Client(get, "127.0.0.1", [close])  # a real socket: the peer is the loopback
+
+
+BUILDERS = {"flask": _flask, "django": _django, "fastapi": _fastapi, "aiohttp": _aiohttp}
+urlpatterns: list[Any] = []  # Django's URLconf for these tests (ROOT_URLCONF is this module)
+
+
+@pytest.fixture(scope="module")
+def django_settings() -> Iterator[None]:
+    import django
+    from django.conf import settings
+    from django.utils.functional import empty
+
+    import ratekeeper.integrations.django as rk_django
+
+    saved = settings._wrapped
+    settings._wrapped = empty
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="ratekeeper-tests",
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF=__name__,
+        MIDDLEWARE=["ratekeeper.integrations.django.RateLimitMiddleware"],
+        INSTALLED_APPS=[],
+        USE_TZ=True,
+        RATEKEEPER={},
+    )
+    django.setup()
+    yield
+    settings._wrapped = saved
+    rk_django._engine = None
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def build(request: pytest.FixtureRequest) -> Iterator[Callable[..., Client]]:
+    """``build(default_limits, routes={path: decorator kwargs or None}, **engine options)``."""
+    framework: str = request.param
+    if framework == "django":
+        request.getfixturevalue("django_settings")
+    clients: list[Client] = []
+
+    def make(default_limits: Any = None, routes: Routes | None = None, **options: Any) -> Client:
+        options.setdefault("clock", FakeClock())
+        client = BUILDERS[framework](default_limits, routes or {"/": None}, options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        for cleanup in client.cleanups:
+            cleanup()
+
+
+class RecordingStore(MemoryStore):
+    """A memory store that records the keys that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str] = []
+
+    def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        self.keys.append(key)
+        return super().hit(key, rule, cost, now)
+
+
+def header_key(request: Any) -> Any:
+    """A custom key from a header the client controls (every framework has ``.headers.get``)."""
+    return request.headers.get("X-Client-Id")
+
+
+# -- storage keys (issue 9, item 15) -------------------------------------------------------------
+
+
+def test_a_forged_key_cannot_spend_a_client_address_budget(build: Callable[..., Client]) -> None:
+    c = build("2/minute", key=header_key)
+    forged = {"X-Client-Id": f"ip:{c.peer}"}  # requests without the header are keyed by address
+    assert c.statuses("/", 3, forged) == [200, 200, 429]
+    assert c.statuses("/", 3) == [200, 200, 429]  # the anonymous client's budget is intact
+
+
+def test_scope_and_key_are_separate_components(build: Callable[..., Client]) -> None:
+    routes = {
+        "/x": {"limit": "1/minute", "scope": "a:b", "key": lambda request: "c"},
+        "/y": {"limit": "1/minute", "scope": "a", "key": lambda request: "b:c"},
+    }
+    c = build(None, routes)
+    assert [c.get("/x").status, c.get("/y").status] == [200, 200]
+    assert [c.get("/x").status, c.get("/y").status] == [429, 429]
+
+
+def test_what_reaches_the_store_is_namespaced_once(build: Callable[..., Client]) -> None:
+    store = RecordingStore()
+    c = build("5/minute", {"/": None, "/own": {"limit": "5/minute", "scope": "own"}}, store=store)
+    c.get("/")
+    c.get("/own")
+    c.get("/", {"X-Client-Id": "ignored"})
+    assert store.keys == [f"default:ip:{c.peer}", f"own:ip:{c.peer}", f"default:ip:{c.peer}"]
+
+
+# -- headers with several limits (item 16) --------------------------------------------------------
+
+
+def test_x_ratelimit_fields_describe_one_binding_limit(build: Callable[..., Client]) -> None:
+    c = build("5/2s;30/minute", {"/": None, "/own": {"limit": "5/2s;30/minute"}})
+    for path in ("/", "/own"):
+        r = c.get(path)
+        assert r.status == 200
+        assert (r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == ("5", "4")
+        states = dict(re.findall(r'"([^"]+)";r=\d+;t=(\d+)', r.headers["RateLimit"]))
+        assert states == {"5-per-2s": "1", "30-per-60s": "2"}
+        assert r.headers["X-RateLimit-Reset"] == states["5-per-2s"]
+
+
+# -- costs and keys from untrusted input (item 18) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "0.000001", "1e-320", "-1", "nan", "inf", "x", pytest.param("1" * 99, id="long")]
+)
+def test_a_client_cost_header_cannot_make_requests_free(
+    build: Callable[..., Client], value: str
+) -> None:
+    c = build("5/minute", cost=cost_from_header("X-Cost"))
+    assert c.statuses("/", 7, {"X-Cost": value}) == [200] * 5 + [429] * 2
+
+
+def test_a_key_that_is_not_a_string_keys_by_client_address(
+    build: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    c = build("5/minute", key=lambda request: object())
+    with caplog.at_level(logging.WARNING, "ratekeeper"):
+        assert c.statuses("/", 7) == [200] * 5 + [429] * 2
+    warnings = [r for r in caplog.records if "keying by client address" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, not per request
+
+
+# -- decorated views and the default limits (item 19) ---------------------------------------------
+
+
+def test_a_decorated_view_is_limited_instead_of_the_defaults(build: Callable[..., Client]) -> None:
+    c = build("2/minute", {"/": None, "/own": {"limit": "5/minute"}})
+    replies = [c.get("/own") for _ in range(6)]
+    assert [r.status for r in replies] == [200] * 5 + [429]
+    assert {r.headers["X-RateLimit-Limit"] for r in replies} == {"5"}
+    assert c.statuses("/", 3) == [200, 200, 429]  # /own did not spend the default budget
