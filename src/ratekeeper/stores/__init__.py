@@ -9,7 +9,14 @@ from urllib.parse import urlsplit
 from ratekeeper.errors import ConfigError
 from ratekeeper.stores.base import AsyncStore, Rule, Store
 
-__all__ = ["AsyncStore", "Rule", "Store", "async_store_from_url", "store_from_url"]
+__all__ = [
+    "AsyncStore",
+    "Rule",
+    "Store",
+    "async_store_from_url",
+    "check_store_url",
+    "store_from_url",
+]
 
 # scheme -> (module, sync class, async class, extra to install)
 _SCHEMES: dict[str, tuple[str, str, str, str]] = {
@@ -40,6 +47,11 @@ def _store_class(url: str, index: int) -> Any:
         hint = f"; install it with `pip install ratekeeper[{extra}]`" if extra else ""
         raise ConfigError(f"the store for {scheme}:// is not available ({exc}){hint}") from exc
     return getattr(module, entry[index])
+
+
+def check_store_url(url: str) -> None:
+    """Raise `ConfigError` unless ``url`` names a known scheme whose client library imports."""
+    _store_class(url, 1)
 
 
 def store_from_url(url: str, **options: Any) -> Store:
