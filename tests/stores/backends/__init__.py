@@ -25,6 +25,12 @@ class Backend:
     marks: tuple[Any, ...] = field(default=())
     # Whether several OS processes can share one store (true for any server-backed store).
     shared_between_processes: bool = True
+    # For the fault suite (tests/stores/test_faults.py), backends whose client talks to one server
+    # only: that server's URL, and store factories for another URL (a FaultProxy in front of the
+    # server) with the library's default timeouts. Cluster and Sentinel clients learn other
+    # addresses from the servers, so a proxy cannot stand in front of all their traffic.
+    url: Callable[[], str] | None = None
+    make_at: Callable[[str], tuple[Callable[[], Store], Callable[[], AsyncStore]]] | None = None
 
 
 def all_backends() -> list[Backend]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -33,4 +34,21 @@ def make_async(**options: object) -> AsyncNatsStore:
     return AsyncNatsStore.from_url(nats_url(), **{"bucket": BUCKET, **options})
 
 
-BACKENDS = [Backend("nats", make_sync=make_sync, make_async=make_async, marks=(pytest.mark.nats,))]
+def make_at(url: str) -> tuple[Callable[[], NatsStore], Callable[[], AsyncNatsStore]]:
+    """Stores at ``url`` (a FaultProxy) with the library's default timeouts (the fault suite)."""
+    return (
+        lambda: NatsStore.from_url(url, bucket=BUCKET),
+        lambda: AsyncNatsStore.from_url(url, bucket=BUCKET),
+    )
+
+
+BACKENDS = [
+    Backend(
+        "nats",
+        make_sync=make_sync,
+        make_async=make_async,
+        marks=(pytest.mark.nats,),
+        url=nats_url,
+        make_at=make_at,
+    )
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -36,6 +37,22 @@ def make_async(**options: object) -> AsyncPostgresStore:
     return AsyncPostgresStore.from_url(postgres_url(), **options)
 
 
+def make_at(url: str) -> tuple[Callable[[], PostgresStore], Callable[[], AsyncPostgresStore]]:
+    """Stores at ``url`` (a FaultProxy) with the library's default timeouts (the fault suite)."""
+    options = {"schema": SCHEMA, "table_prefix": PREFIX}
+    return (
+        lambda: PostgresStore.from_url(url, **options),
+        lambda: AsyncPostgresStore.from_url(url, **options),
+    )
+
+
 BACKENDS = [
-    Backend("postgres", make_sync=make_sync, make_async=make_async, marks=(pytest.mark.postgres,))
+    Backend(
+        "postgres",
+        make_sync=make_sync,
+        make_async=make_async,
+        marks=(pytest.mark.postgres,),
+        url=postgres_url,
+        make_at=make_at,
+    )
 ]

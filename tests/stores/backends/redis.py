@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -47,6 +48,14 @@ def _factory(var: str) -> tuple[object, object]:
     return make_sync, make_async
 
 
+def make_at(url: str) -> tuple[Callable[[], RedisStore], Callable[[], AsyncRedisStore]]:
+    """Stores at ``url`` (a FaultProxy) with the library's default timeouts (the fault suite)."""
+    return (
+        lambda: RedisStore.from_url(url, prefix=f"rktest:{uuid.uuid4().hex[:12]}"),
+        lambda: AsyncRedisStore.from_url(url, prefix=f"rktest:{uuid.uuid4().hex[:12]}"),
+    )
+
+
 BACKENDS = [
     Backend(name, *_factory(var), marks=(pytest.mark.redis,))  # type: ignore[arg-type]
     for name, var in [
@@ -55,3 +64,6 @@ BACKENDS = [
         ("redis_sentinel", "RATEKEEPER_REDIS_SENTINEL_URL"),
     ]
 ]
+# Standalone Redis is the one whose traffic a FaultProxy can carry (tests/stores/test_faults.py).
+BACKENDS[0].url = lambda: env_url("RATEKEEPER_REDIS_URL")
+BACKENDS[0].make_at = make_at
