@@ -15,9 +15,17 @@ Cleanup: every row records when its state is fully replenished (``expires_at``, 
 expired row reads as a new key. Expired rows are deleted in batches by :meth:`cleanup` and,
 opportunistically, by one request every ``cleanup_interval`` seconds per store object.
 
-A server that is down, refuses the password or cannot be reached raises
-:class:`~ratekeeper.StoreUnavailable` within ``pool_timeout`` (0.5 s; then ``down_timeout``,
-0.1 s, while it stays down); broken pooled connections are replaced by themselves.
+Deadlines: every round trip (and the connection check after a failure) has a client-side
+deadline, ``statement_timeout`` (0.5 s), also set server-side; a caller waits for a pooled
+connection as long at most, unless the server is visibly answering (then it queues, up to
+``pool_timeout``: a busy pool on a healthy server is not an outage). At the deadline a watchdog
+thread shuts the connection's socket down, so the waiting driver, sync or asyncio, raises at once
+whatever the server does (dead, frozen, blackholed, slow) and the connection is discarded, never
+reused. So under any fault every decision ends, with :class:`~ratekeeper.StoreUnavailable` (then
+``on_store_error``), within about ``2 * statement_timeout``; while the server stays down, within
+``down_timeout`` (0.1 s). Server errors meaning "cannot answer now" (read-only after a failover,
+shutdown, too many clients, ...) are `StoreUnavailable` too; broken pooled connections are
+replaced by the pool.
 
 Everything that is not I/O lives in :mod:`ratekeeper.stores.postgres._core`.
 """
@@ -25,8 +33,14 @@ Everything that is not I/O lives in :mod:`ratekeeper.stores.postgres._core`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
+import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Self
 
 import psycopg
@@ -36,17 +50,114 @@ from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, StoreUnavailable
 from ratekeeper.stores.base import Rule
 from ratekeeper.stores.postgres._core import (
-    MISSING_SCHEMA,
-    UNAVAILABLE,
     Migration,
     Options,
     PostgresCore,
+    is_unavailable,
     split_url,
 )
 
 __all__ = ["AsyncPostgresStore", "PostgresStore"]
 
-_SLICE = 0.05  # seconds: how often a caller waiting for a connection re-checks the server
+# The watchdog looks at its deadlines at most this often while busy: a connection is cut at most
+# this late, and a busy process wakes the watchdog thread at most 1/_TICK times a second.
+_TICK = 0.01
+
+
+def _sever(fd: int) -> None:
+    """Shut a connection's socket down both ways (the descriptor stays open: its owner closes it),
+    so that a driver waiting on it reads end-of-file at once."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    with sock, contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Timer:
+    __slots__ = ("done", "fd", "fired")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.done = False
+        self.fired = False
+
+
+class _Watchdog:
+    """Cuts every connection whose round trip outlives its deadline.
+
+    One daemon thread per process serves threads and event loops alike. A query cancel would
+    need a new connection to the same (perhaps frozen) server; shutting the socket down works
+    whatever the server does.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Timer]] = []
+        self._count = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: psycopg.BaseConnection[Any], timeout: float) -> _Timer:
+        timer = _Timer(conn.pgconn.socket)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._count), timer))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._watch, name="ratekeeper-postgres-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is timer:
+                self._cond.notify()
+        return timer
+
+    def disarm(self, timer: _Timer) -> bool:
+        """Stop watching (idempotent); True when the deadline came first (the connection was
+        cut)."""
+        with self._cond:
+            timer.done = True
+            return timer.fired
+
+    def _watch(self) -> None:
+        heap = self._heap
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while heap and heap[0][0] <= now:
+                    timer = heapq.heappop(heap)[2]
+                    if not timer.done:
+                        timer.fired = True
+                        _sever(timer.fd)
+                self._cond.wait(max(heap[0][0] - now, _TICK) if heap else None)
+
+
+_WATCHDOG = _Watchdog()
+
+
+@contextlib.contextmanager
+def _deadline(
+    core: PostgresCore, conn: psycopg.BaseConnection[Any], timeout: float
+) -> Iterator[None]:
+    """Bound the round trips made inside the block (sync or async) to ``timeout`` seconds.
+
+    Past it, the connection is cut and the block's driver error becomes `StoreUnavailable`. A
+    connection cut at all is closed here, so that its pool discards it.
+    """
+    timer = _WATCHDOG.arm(conn, timeout)
+    try:
+        yield
+    except psycopg.Error as exc:
+        if _WATCHDOG.disarm(timer):
+            raise core.timed_out(timeout) from exc
+        raise
+    finally:
+        if _WATCHDOG.disarm(timer):
+            conn.pgconn.finish()
 
 
 def _connection_class(core: PostgresCore) -> type[psycopg.Connection[Any]]:
@@ -61,6 +172,7 @@ def _connection_class(core: PostgresCore) -> type[psycopg.Connection[Any]]:
                 core.connect_error = exc
                 raise
             core.connect_error = None
+            core.progress()
             return conn
 
     return Connection
@@ -76,6 +188,7 @@ def _async_connection_class(core: PostgresCore) -> type[psycopg.AsyncConnection[
                 core.connect_error = exc
                 raise
             core.connect_error = None
+            core.progress()
             return conn
 
     return AsyncConnection
@@ -95,7 +208,6 @@ class PostgresStore(PostgresCore):
         self, conninfo: str = "", *, pool: ConnectionPool[Any] | None = None, **options: Any
     ) -> None:
         super().__init__(_options(options))
-        o = self.options
         self._conninfo = self.conninfo(conninfo)
         self._owns_pool = pool is None
         if pool is None:
@@ -107,7 +219,6 @@ class PostgresStore(PostgresCore):
             )
         self.pool = pool
         self._opened = not self._owns_pool
-        self._ready = not o.auto_migrate
         self._lock = threading.Lock()
         self._setup_lock = threading.Lock()
 
@@ -117,8 +228,10 @@ class PostgresStore(PostgresCore):
         return cls(conninfo, **options)
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        if self.must_check():
-            ConnectionPool.check_connection(conn)
+        timeout = self.check_timeout()
+        if timeout is not None:
+            with _deadline(self, conn, timeout):
+                ConnectionPool.check_connection(conn)
 
     def _open(self) -> None:
         with self._lock:
@@ -128,68 +241,72 @@ class PostgresStore(PostgresCore):
 
     def _run(self, query: Any, params: Any) -> Any:
         """Send one statement; return the first column of its first row (or None)."""
-        for attempt in (0, 1):
+        started = time.monotonic()
+        attempt = 0
+        while True:
             try:
                 if not self._opened:
                     self._open()
-                if not self._ready:
-                    with self._setup_lock:  # one set-up per store, the others wait for it
-                        if not self._ready:
-                            self._migrate(False)
-                conn = self._getconn()
+                if not self.ready:
+                    self._set_up(started)
+                conn = self._getconn(started)
                 try:
-                    cur = conn.execute(query, params or None)
-                    row = cur.fetchone() if cur.description else None
-                    if not conn.autocommit:  # a pool given by the caller
-                        conn.commit()
+                    with _deadline(self, conn, self.options.statement_timeout):
+                        cur = conn.execute(query, params or None)
+                        row = cur.fetchone() if cur.description else None
+                        if not conn.autocommit:  # a pool given by the caller
+                            conn.commit()
                 finally:
                     self.pool.putconn(conn)
                 self.healthy()
                 return row[0] if row else None
-            except StoreUnavailable:
-                raise
-            except MISSING_SCHEMA:
-                if attempt or not self.options.auto_migrate:
+            except Exception as exc:
+                if not self.retry(exc, attempt, started):
                     raise
-                self._ready = False  # the schema was dropped: set it up again, retry once
-            except UNAVAILABLE as exc:
-                raise self.unavailable(exc) from exc
-        raise AssertionError("unreachable")
+                attempt += 1
 
-    def _getconn(self) -> psycopg.Connection[Any]:
-        """A pooled connection. Until the store has worked, or while it fails, wait in short
-        slices so that a server found refusing or down answers at once."""
+    def _getconn(self, started: float) -> psycopg.Connection[Any]:
+        """A pooled connection, waiting as `PostgresCore.waits` says."""
         conn: psycopg.Connection[Any]
-        wait = self.pool_wait()
-        if not self.sliced_wait():
-            conn = self.pool.getconn(wait)
-            return conn
-        deadline = time.monotonic() + wait
-        while True:
+        for wait in self.waits(started):
             try:
-                conn = self.pool.getconn(min(_SLICE, max(deadline - time.monotonic(), 0.001)))
+                conn = self.pool.getconn(wait)
                 return conn
             except PoolTimeout:
-                if not self.keep_waiting(deadline):
-                    raise
+                pass
+        raise self.no_connection(started)
 
-    def _migrate(self, force: bool) -> bool:
-        conn = self._getconn()
+    def _set_up(self, started: float) -> None:
+        """Migrate once per store; the other callers wait for it (as for a connection)."""
+        for wait in self.waits(started):
+            if self._setup_lock.acquire(timeout=wait):
+                try:
+                    if not self.ready:
+                        self._migrate(False, started)
+                finally:
+                    self._setup_lock.release()
+                return
+        raise self.setup_timeout(started)
+
+    def _migrate(self, force: bool, started: float) -> bool:
+        conn = self._getconn(started)
         try:
             with conn.transaction():
                 flow: Migration = self.migration(force)
                 result: Any = None
                 while True:
                     try:
-                        query, params, fetch = flow.send(result)
+                        query, params, fetch, timeout = flow.send(result)
                     except StopIteration as stop:
                         changed = bool(stop.value)
                         break
-                    cur = conn.execute(query, params or None)
-                    result = cur.fetchall() if fetch else None
+                    with _deadline(self, conn, self.round_trip_timeout(timeout)):
+                        cur = conn.execute(query, params or None)
+                        result = cur.fetchall() if fetch else None
+                    self.progress()
         finally:
             self.pool.putconn(conn)
-        self._ready = True
+        self.ready = True
         return changed
 
     def migrate(self, force: bool = False) -> bool:
@@ -200,11 +317,11 @@ class PostgresStore(PostgresCore):
         try:
             if not self._opened:
                 self._open()
-            return self._migrate(force)
-        except UNAVAILABLE as exc:
-            if isinstance(exc, StoreUnavailable):
-                raise
-            raise self.unavailable(exc) from exc
+            return self._migrate(force, time.monotonic())
+        except Exception as exc:
+            if is_unavailable(exc) and not isinstance(exc, StoreUnavailable):
+                raise self.unavailable(exc) from exc
+            raise
 
     def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         return self.parse_hit(
@@ -262,7 +379,6 @@ class AsyncPostgresStore(PostgresCore):
         self._opened = pool is not None
         self._open_lock = asyncio.Lock()
         self._setup_lock = asyncio.Lock()
-        self._ready = not self.options.auto_migrate
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncPostgresStore:
@@ -270,8 +386,10 @@ class AsyncPostgresStore(PostgresCore):
         return cls(conninfo, **options)
 
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        if self.must_check():
-            await AsyncConnectionPool.check_connection(conn)
+        timeout = self.check_timeout()
+        if timeout is not None:
+            with _deadline(self, conn, timeout):
+                await AsyncConnectionPool.check_connection(conn)
 
     async def _get_pool(self) -> AsyncConnectionPool[Any]:
         pool = self._pool
@@ -300,77 +418,87 @@ class AsyncPostgresStore(PostgresCore):
 
     async def _run(self, query: Any, params: Any) -> Any:
         """Send one statement; return the first column of its first row (or None)."""
-        for attempt in (0, 1):
+        started = time.monotonic()
+        attempt = 0
+        while True:
             try:
                 pool = await self._get_pool()
-                if not self._ready:
-                    async with self._setup_lock:  # one set-up per store, the others wait for it
-                        if not self._ready:
-                            await self._migrate(False)
-                conn = await self._getconn(pool)
+                if not self.ready:
+                    await self._set_up(pool, started)
+                conn = await self._getconn(pool, started)
                 try:
-                    cur = await conn.execute(query, params or None)
-                    row = await cur.fetchone() if cur.description else None
-                    if not conn.autocommit:  # a pool given by the caller
-                        await conn.commit()
+                    with _deadline(self, conn, self.options.statement_timeout):
+                        cur = await conn.execute(query, params or None)
+                        row = await cur.fetchone() if cur.description else None
+                        if not conn.autocommit:  # a pool given by the caller
+                            await conn.commit()
                 finally:
                     await pool.putconn(conn)
                 self.healthy()
                 return row[0] if row else None
-            except StoreUnavailable:
-                raise
-            except MISSING_SCHEMA:
-                if attempt or not self.options.auto_migrate:
+            except Exception as exc:
+                if not self.retry(exc, attempt, started):
                     raise
-                self._ready = False
-            except UNAVAILABLE as exc:
-                raise self.unavailable(exc) from exc
-        raise AssertionError("unreachable")
+                attempt += 1
 
-    async def _getconn(self, pool: AsyncConnectionPool[Any]) -> psycopg.AsyncConnection[Any]:
+    async def _getconn(
+        self, pool: AsyncConnectionPool[Any], started: float
+    ) -> psycopg.AsyncConnection[Any]:
         """A pooled connection (see `PostgresStore._getconn`)."""
         conn: psycopg.AsyncConnection[Any]
-        wait = self.pool_wait()
-        if not self.sliced_wait():
-            conn = await pool.getconn(wait)
-            return conn
-        deadline = time.monotonic() + wait
-        while True:
+        for wait in self.waits(started):
             try:
-                conn = await pool.getconn(min(_SLICE, max(deadline - time.monotonic(), 0.001)))
+                conn = await pool.getconn(wait)
                 return conn
             except PoolTimeout:
-                if not self.keep_waiting(deadline):
-                    raise
+                pass
+        raise self.no_connection(started)
 
-    async def _migrate(self, force: bool) -> bool:
-        pool = await self._get_pool()
-        conn = await self._getconn(pool)
+    async def _set_up(self, pool: AsyncConnectionPool[Any], started: float) -> None:
+        """Migrate once per store; the other tasks wait for it (as for a connection)."""
+        for wait in self.waits(started):
+            try:
+                async with asyncio.timeout(wait):
+                    await self._setup_lock.acquire()
+            except TimeoutError:
+                continue
+            try:
+                if not self.ready:
+                    await self._migrate(pool, False, started)
+            finally:
+                self._setup_lock.release()
+            return
+        raise self.setup_timeout(started)
+
+    async def _migrate(self, pool: AsyncConnectionPool[Any], force: bool, started: float) -> bool:
+        conn = await self._getconn(pool, started)
         try:
             async with conn.transaction():
                 flow: Migration = self.migration(force)
                 result: Any = None
                 while True:
                     try:
-                        query, params, fetch = flow.send(result)
+                        query, params, fetch, timeout = flow.send(result)
                     except StopIteration as stop:
                         changed = bool(stop.value)
                         break
-                    cur = await conn.execute(query, params or None)
-                    result = await cur.fetchall() if fetch else None
+                    with _deadline(self, conn, self.round_trip_timeout(timeout)):
+                        cur = await conn.execute(query, params or None)
+                        result = await cur.fetchall() if fetch else None
+                    self.progress()
         finally:
             await pool.putconn(conn)
-        self._ready = True
+        self.ready = True
         return changed
 
     async def migrate(self, force: bool = False) -> bool:
         """Create or upgrade the schema (idempotent; safe from many processes at once)."""
         try:
-            return await self._migrate(force)
-        except UNAVAILABLE as exc:
-            if isinstance(exc, StoreUnavailable):
-                raise
-            raise self.unavailable(exc) from exc
+            return await self._migrate(await self._get_pool(), force, time.monotonic())
+        except Exception as exc:
+            if is_unavailable(exc) and not isinstance(exc, StoreUnavailable):
+                raise self.unavailable(exc) from exc
+            raise
 
     async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         args = self.hit_args(key, rule, cost, now, True)

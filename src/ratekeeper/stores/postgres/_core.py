@@ -1,6 +1,7 @@
 """Everything the sync and async PostgreSQL stores share that is not I/O: options, the schema and
 its versioned migration (as a generator of statements that a driver runs), identifiers, argument
-packing and row parsing, and the mapping of driver errors to `StoreUnavailable`.
+packing and row parsing, how long a caller may wait (the deadlines), and the mapping of driver
+errors to `StoreUnavailable`.
 
 The drivers in :mod:`ratekeeper.stores.postgres` only send what is built here.
 """
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import math
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -26,12 +28,14 @@ from ratekeeper.errors import ConfigError, StoreUnavailable
 from ratekeeper.stores.base import LEASE_PART, Rule
 
 __all__ = [
+    "MIGRATION_TIMEOUT",
     "SCHEMA_VERSION",
     "UNAVAILABLE",
     "Migration",
     "Options",
     "PostgresCore",
     "TimeSource",
+    "is_unavailable",
 ]
 
 TimeSource = Literal["server", "client"]
@@ -40,13 +44,24 @@ TimeSource = Literal["server", "client"]
 # holds an older version.
 SCHEMA_VERSION = 5
 
-# Errors that mean "the server cannot be used right now" (refused, reset, authentication failed,
-# admin shutdown, statement timeout, no pooled connection in time).
+# Errors raised by the client itself that mean "the server cannot be used right now" (refused,
+# reset, lost, no pooled connection in time). Errors the server sends are classified by SQLSTATE.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg_pool.PoolTimeout,
     OSError,
 )
+# SQLSTATE classes (first two characters) and codes meaning "the store cannot answer now": the
+# connection failed (08), authentication (28), insufficient resources (53, e.g. too many
+# clients), operator intervention (57: admin or crash shutdown, cannot connect now, query
+# canceled by statement_timeout), system errors (58), a read-only server after a failover or a
+# hot standby (25006), lock_timeout (55P03), and, once retries are spent, serialization failures
+# and deadlocks (40001, 40P01) or a commit of unknown outcome (40003).
+_UNAVAILABLE_CLASSES = frozenset({"08", "28", "53", "57", "58"})
+_UNAVAILABLE_CODES = frozenset({"25006", "55P03", "40001", "40P01", "40003"})
+# Retried (at once, within the decision's deadline) before they count as unavailable.
+_RETRYABLE_CODES = frozenset({"40001", "40P01"})
+_RETRIES = 2
 # The schema was dropped behind our back: set it up again and retry once.
 MISSING_SCHEMA: tuple[type[BaseException], ...] = (
     psycopg.errors.UndefinedFunction,
@@ -70,8 +85,27 @@ _FUNCTIONS = (
     "lease_acquire",
     "lease_release",
 )
-# One statement as a driver runs it: (query, params, fetch rows?).
-Statement = tuple[sql.SQL | sql.Composed, Sequence[Any], bool]
+# Client-side deadline of the migration's DDL statements (they may wait for other migrators and
+# for sessions using the functions); the same value is set server-side with SET LOCAL.
+MIGRATION_TIMEOUT = 30.0
+# How long a pooled connection is checked before use after a failure (a restarted server leaves
+# dead connections in the pool), and the share of statement_timeout such a check may take.
+_SUSPECT_SECONDS = 5.0
+_CHECK_SHARE = 0.5
+# While the server is failing or was never reached, callers wait for a connection in slices this
+# long, and answer as soon as the pool's last attempt to connect failed.
+_SLICE = 0.05
+_MIN_WAIT = 0.001  # seconds: psycopg_pool refuses a wait of 0
+# TCP keepalives (unless the URL sets them): an idle pooled connection over a dead link is found
+# and replaced without waiting for the kernel's two-hour default.
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+# One statement as a driver runs it: (query, params, fetch rows?, client-side deadline in s).
+Statement = tuple[sql.SQL | sql.Composed, Sequence[Any], bool, float | None]
 Migration = Generator[Statement, list[tuple[Any, ...]] | None, bool]
 
 
@@ -82,9 +116,11 @@ class Options:
     schema: str = "public"
     table_prefix: str = "ratekeeper_"
     time_source: TimeSource = "server"
-    connect_timeout: float = 2.0  # libpq's minimum is 2 s
-    statement_timeout: float = 1.0  # seconds, set on every pooled connection
-    pool_timeout: float = 5.0  # seconds a caller may queue for a free pooled connection
+    connect_timeout: float = 2.0  # libpq's minimum is 2 s (the pool connects in the background)
+    # The per-operation deadline, client-side (a round trip, and the wait for a connection unless
+    # the server is visibly answering) and server-side (statement and lock timeouts).
+    statement_timeout: float = 0.5
+    pool_timeout: float = 5.0  # seconds a caller may queue for a free connection (healthy server)
     down_timeout: float = 0.1  # the wait while the server is known to be failing
     pool_min_size: int = 1
     pool_max_size: int = 16
@@ -181,9 +217,13 @@ class PostgresCore:
         self._extra = o.client_grace if self._client_time else 1.0
         self._rules: dict[tuple[str, ...], _RuleArgs] = {}
         self._last_cleanup = time.monotonic()
-        self._suspect_until = 0.0  # monotonic time until which pooled connections are checked
+        self.ready = not o.auto_migrate  # the schema is known to be current
+        # Health, in monotonic time: callers wait long for a connection only while it is good.
+        self._suspect_until = 0.0  # until then pooled connections are checked before use
         self._failing = False  # the last call failed: wait only briefly for a connection
         self._connected = False  # a call succeeded once
+        self._progress_at = -math.inf  # the last answer (round trip or new connection)
+        self._failed_at = -math.inf  # the last failure
         # The pool's last failed attempt to connect (None after a success): "no connection in
         # time" can then say why, and callers stop waiting for a server that refuses them.
         self.connect_error: BaseException | None = None
@@ -231,16 +271,16 @@ class PostgresCore:
         }
 
     def conninfo(self, base: str) -> str:
-        """The connection string plus a connect timeout (unless the URL sets one) and the
-        server-side statement and lock timeouts (added to any ``options`` of the URL)."""
+        """The connection string plus a connect timeout and TCP keepalives (unless the URL sets
+        them) and the server-side statement and lock timeouts (added to any ``options``)."""
         params = conninfo_to_dict(base)
         ms = max(1, round(self.options.statement_timeout * 1000))
         extra: dict[str, Any] = {
             "options": f"{params.get('options') or ''} -c statement_timeout={ms} "
             f"-c lock_timeout={ms}".strip()
         }
-        if "connect_timeout" not in params:
-            extra["connect_timeout"] = max(2, round(self.options.connect_timeout))
+        defaults = {"connect_timeout": max(2, round(self.options.connect_timeout)), **_KEEPALIVES}
+        extra.update((k, v) for k, v in defaults.items() if k not in params)
         return make_conninfo(base, **extra)
 
     def _rule_args(self, rule: Rule) -> _RuleArgs:
@@ -323,37 +363,38 @@ class PostgresCore:
         """
         ids = self.ids
         meta_name = sql.Identifier(self.options.schema, self.options.table_prefix + "meta")
-        if not force:
-            rows = yield (sql.SQL("SELECT to_regclass(%s)"), [meta_name.as_string(None)], True)
+        version = sql.SQL("SELECT version FROM {} WHERE name = 'schema'").format(ids["meta"])
+        if not force:  # the fast path, under the usual deadline
+            rows = yield (
+                sql.SQL("SELECT to_regclass(%s)"),
+                [meta_name.as_string(None)],
+                True,
+                None,
+            )
             if rows and rows[0][0] is not None:
-                rows = yield (
-                    sql.SQL("SELECT version FROM {} WHERE name = 'schema'").format(ids["meta"]),
-                    [],
-                    True,
-                )
+                rows = yield (version, [], True, None)
                 if rows and rows[0][0] >= SCHEMA_VERSION:
                     return False
         # DDL may wait for other migrators and for sessions using the functions: allow it time.
-        yield (sql.SQL("SET LOCAL statement_timeout = 30000"), [], False)
-        yield (sql.SQL("SET LOCAL lock_timeout = 30000"), [], False)
-        yield (sql.SQL("SELECT pg_advisory_xact_lock(%s)"), [self.lock_id], False)
-        yield (sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ids["schema"]), [], False)
+        ms = round(MIGRATION_TIMEOUT * 1000)
+        ddl = MIGRATION_TIMEOUT
+        yield (sql.SQL(f"SET LOCAL statement_timeout = {ms}"), [], False, None)
+        yield (sql.SQL(f"SET LOCAL lock_timeout = {ms}"), [], False, None)
+        yield (sql.SQL("SELECT pg_advisory_xact_lock(%s)"), [self.lock_id], False, ddl)
+        yield (sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ids["schema"]), [], False, ddl)
         yield (
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, version int NOT NULL)"
             ).format(ids["meta"]),
             [],
             False,
+            ddl,
         )
-        rows = yield (
-            sql.SQL("SELECT version FROM {} WHERE name = 'schema'").format(ids["meta"]),
-            [],
-            True,
-        )
+        rows = yield (version, [], True, ddl)
         if not force and rows and rows[0][0] >= SCHEMA_VERSION:
             return False  # another app server migrated while we waited for the lock
         for statement in self.schema_statements():
-            yield (statement, [], False)
+            yield (statement, [], False, ddl)
         yield (
             sql.SQL(
                 "INSERT INTO {} (name, version) VALUES ('schema', %s) "
@@ -361,52 +402,124 @@ class PostgresCore:
             ).format(ids["meta"]),
             [SCHEMA_VERSION],
             False,
+            ddl,
         )
         return True
 
+    # -- deadlines ------------------------------------------------------------------------------
+
+    def round_trip_timeout(self, timeout: float | None) -> float:
+        """The client-side deadline of one statement (None: the usual ``statement_timeout``)."""
+        return self.options.statement_timeout if timeout is None else timeout
+
+    def check_timeout(self) -> float | None:
+        """How long checking a pooled connection may take, or None when it need not be
+        checked (it is, for a few seconds after a failure: a restart leaves dead ones)."""
+        if time.monotonic() < self._suspect_until:
+            return self.options.statement_timeout * _CHECK_SHARE
+        return None
+
+    def waits(self, started: float) -> Iterator[float]:
+        """How long to wait, one wait after another, for a pooled connection (or for another
+        caller's schema set-up), for a call that started at ``started`` (monotonic); the caller
+        gives up when this ends.
+
+        - While the server is failing: ``down_timeout`` in short slices, and not a slice more
+          once the pool's last attempt to connect failed (a refusing server answers at once).
+        - Otherwise ``statement_timeout`` (sliced the same way until a first call succeeded).
+          Past it, a caller keeps queueing, up to ``pool_timeout``, only while the server is
+          visibly answering (an answer within the last ``statement_timeout``, no failure since
+          the call started): on a healthy server a busy pool is not an outage, while under a
+          fault (frozen, blackholed, slow) every waiter gives up about ``statement_timeout``
+          after the last answer.
+        """
+        o = self.options
+        first = True
+        while True:
+            now = time.monotonic()
+            if self._failing:
+                end = started + o.down_timeout
+            else:
+                end = started + o.statement_timeout
+                if now >= end and self._failed_at < started:
+                    end = min(started + o.pool_timeout, self._progress_at + o.statement_timeout)
+            sliced = self._failing or not self._connected
+            if not first and (now >= end or (sliced and self.connect_error is not None)):
+                return
+            first = False
+            yield max(min(_SLICE, end - now) if sliced else end - now, _MIN_WAIT)
+
+    def no_connection(self, started: float) -> psycopg_pool.PoolTimeout:
+        return psycopg_pool.PoolTimeout(f"no connection within {time.monotonic() - started:.2f} s")
+
+    def setup_timeout(self, started: float) -> StoreUnavailable:
+        return StoreUnavailable(
+            "postgresql unavailable: the schema set-up by another caller did not finish within "
+            f"{time.monotonic() - started:.2f} s"
+        )
+
     # -- failures ------------------------------------------------------------------------------
 
-    def pool_wait(self) -> float:
-        """How long to wait for a pooled connection: ``pool_timeout`` when all is well (callers
-        queue for a free connection), ``down_timeout`` while the server is known to be failing,
-        the connect timeout until a first connection was made."""
-        o = self.options
-        if self._failing:
-            return o.down_timeout
-        if not self._connected:
-            return min(o.pool_timeout, o.connect_timeout + 0.5)
-        return o.pool_timeout
-
-    def sliced_wait(self) -> bool:
-        """Whether to wait for a connection in short slices (checking `keep_waiting`): until
-        the store has worked once, and while it fails. Otherwise callers simply queue."""
-        return self._failing or not self._connected
-
-    def keep_waiting(self, deadline: float) -> bool:
-        """After a short wait for a pooled connection: wait more, unless the pool's last attempt
-        to connect failed (then the server is down, or refuses us: answer now)."""
-        return time.monotonic() < deadline and self.connect_error is None
-
-    def must_check(self) -> bool:
-        """Whether a pooled connection should be tested before use (after a recent failure)."""
-        return time.monotonic() < self._suspect_until
+    def retry(self, exc: Exception, attempt: int, started: float) -> bool:
+        """After a call failed with ``exc``: True to try again; else raises `StoreUnavailable`
+        when the store cannot answer now, or returns False (the caller re-raises ``exc``)."""
+        if isinstance(exc, StoreUnavailable):
+            return False
+        if isinstance(exc, MISSING_SCHEMA):
+            if attempt or not self.options.auto_migrate:
+                return False
+            self.ready = False  # the schema was dropped: set it up again, retry once
+            return True
+        code = getattr(exc, "sqlstate", None)
+        if (
+            code in _RETRYABLE_CODES
+            and attempt < _RETRIES
+            and time.monotonic() < started + self.options.statement_timeout
+        ):
+            return True
+        if is_unavailable(exc):
+            raise self.unavailable(exc) from exc
+        return False
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
-        """The `StoreUnavailable` for a driver error; marks the server as suspect for a while."""
+        """The `StoreUnavailable` for a driver error; marks the server as failing for a while."""
         last_error = self.connect_error
         if not isinstance(exc, psycopg_pool.PoolTimeout) or last_error is not None:
             # a real failure, not just every connection busy: answer fast for a while
-            self._suspect_until = time.monotonic() + 5.0
-            self._failing = True
+            self.failed()
         if isinstance(exc, psycopg_pool.PoolTimeout) and last_error is not None:
             detail = f"{exc} (last connection error: {_describe(last_error)})"
         else:
             detail = _describe(exc)
         return StoreUnavailable(f"postgresql unavailable: {detail}")
 
+    def timed_out(self, timeout: float) -> StoreUnavailable:
+        """A round trip outlived its client-side deadline (its connection was cut)."""
+        self.failed()
+        return StoreUnavailable(f"postgresql unavailable: no answer within {timeout:g} s")
+
+    def failed(self) -> None:
+        now = time.monotonic()
+        self._failed_at = now
+        self._suspect_until = now + _SUSPECT_SECONDS
+        self._failing = True
+
+    def progress(self) -> None:
+        """The server answered (a round trip, or a new connection)."""
+        self._progress_at = time.monotonic()
+
     def healthy(self) -> None:
+        self._progress_at = time.monotonic()
         self._failing = False
         self._connected = True
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "the store cannot answer now" (rather than a bug or bad input)."""
+    code = getattr(exc, "sqlstate", None)
+    if code is not None:
+        return code[:2] in _UNAVAILABLE_CLASSES or code in _UNAVAILABLE_CODES
+    return isinstance(exc, UNAVAILABLE)
 
 
 def _describe(exc: BaseException) -> str:
