@@ -343,18 +343,20 @@ DECLARE
     st float8[];
     r record;
     i int;
+    locked int;
 BEGIN
     IF n = 1 THEN
         -- One row: lock it (creating it if needed), decide, write. No lock order to keep.
         IF p_write THEN
-            SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END INTO st
-            FROM {state} AS s WHERE s.key = p_key AND s.part = p_parts[1] FOR UPDATE;
-            IF NOT FOUND THEN
-                INSERT INTO {state} (key, part, state, expires_at)
-                VALUES (p_key, p_parts[1], NULL, clock_timestamp()) ON CONFLICT DO NOTHING;
+            -- A row we waited for may be deleted by its holder (or by cleanup): then nothing is
+            -- locked, so create it again and lock that, until we hold the row we write.
+            LOOP
                 SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END INTO st
                 FROM {state} AS s WHERE s.key = p_key AND s.part = p_parts[1] FOR UPDATE;
-            END IF;
+                EXIT WHEN FOUND;
+                INSERT INTO {state} (key, part, state, expires_at)
+                VALUES (p_key, p_parts[1], NULL, clock_timestamp()) ON CONFLICT DO NOTHING;
+            END LOOP;
         ELSE
             SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END INTO st
             FROM {state} AS s WHERE s.key = p_key AND s.part = p_parts[1];
@@ -376,13 +378,18 @@ BEGIN
         RETURN ARRAY[CASE WHEN r.ok THEN 1 ELSE 0 END, r.remaining, r.reset_after,
                      r.retry_after, r.delay]::float8[];
     END IF;
-    -- Several rows: create the missing ones, then lock all in (key, part) order.
+    -- Several rows: create the missing ones, then lock all in (key, part) order; again while a
+    -- row we waited for was deleted meanwhile (we must hold every row we write).
     IF p_write THEN
-        INSERT INTO {state} (key, part, state, expires_at)
-        SELECT p_key, p, NULL, clock_timestamp() FROM unnest(p_parts) AS p ORDER BY p
-        ON CONFLICT DO NOTHING;
-        PERFORM 1 FROM {state} WHERE key = p_key AND part = ANY(p_parts) ORDER BY part
-        FOR UPDATE;
+        LOOP
+            INSERT INTO {state} (key, part, state, expires_at)
+            SELECT p_key, p, NULL, clock_timestamp() FROM unnest(p_parts) AS p ORDER BY p
+            ON CONFLICT DO NOTHING;
+            PERFORM 1 FROM {state} WHERE key = p_key AND part = ANY(p_parts) ORDER BY part
+            FOR UPDATE;
+            GET DIAGNOSTICS locked = ROW_COUNT;
+            EXIT WHEN locked = n;
+        END LOOP;
     END IF;
     FOR i IN 1 .. n LOOP
         st := NULL;
@@ -440,12 +447,17 @@ DECLARE
     ki text[] := ARRAY[]::text[];
     i int;
 BEGIN
-    INSERT INTO {state} (key, part, state, expires_at)
-    VALUES (p_key, 'concurrency', NULL, clock_timestamp()) ON CONFLICT DO NOTHING;
-    SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END,
-           CASE WHEN s.expires_at > clock_timestamp() THEN s.ids END
-    INTO dls, lids
-    FROM {state} AS s WHERE s.key = p_key AND s.part = 'concurrency' FOR UPDATE;
+    -- The last release deletes the row: an acquire that waited for its lock then finds none, and
+    -- must create and lock it again (granting without a locked row would write nothing).
+    LOOP
+        INSERT INTO {state} (key, part, state, expires_at)
+        VALUES (p_key, 'concurrency', NULL, clock_timestamp()) ON CONFLICT DO NOTHING;
+        SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END,
+               CASE WHEN s.expires_at > clock_timestamp() THEN s.ids END
+        INTO dls, lids
+        FROM {state} AS s WHERE s.key = p_key AND s.part = 'concurrency' FOR UPDATE;
+        EXIT WHEN FOUND;
+    END LOOP;
     FOR i IN 1 .. coalesce(cardinality(dls), 0) LOOP
         IF dls[i] > now_ AND lids[i] <> p_id THEN
             kd := kd || dls[i];
