@@ -5,15 +5,28 @@ a private cluster), blackholed, reset or slow (tests/faultproxy.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import os
 import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
 import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from ratekeeper import AsyncRateLimiter, RateLimiter, StoreUnavailable
 from ratekeeper.stores.postgres import AsyncPostgresStore, PostgresStore
 from ratekeeper.stores.postgres._core import db_key
 
@@ -30,6 +43,12 @@ def url() -> str:
 @pytest.fixture
 def options() -> dict[str, Any]:
     return {"schema": SCHEMA, "table_prefix": f"f{uuid.uuid4().hex[:10]}_"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def lease_query(options: dict[str, Any]) -> sql.Composed:
@@ -131,3 +150,282 @@ async def test_async_tasks_never_exceed_the_cap_and_every_grant_is_written(url, 
     await store.close()
     assert 1 < holders.most <= 3
     assert unwritten == []
+
+
+# --------------------------------------------------------------------------- a private cluster
+
+DECISION_BOUND = 1.0  # seconds: the documented bound on any decision, whatever the fault
+RECOVERY_BOUND = 5.0  # seconds after the fault ends within which decisions are real again
+FAULT_SECONDS = 2.0  # how long a fault lasts (four times the 0.5 s deadline)
+WARM_SECONDS = 0.3  # callers run this long on a healthy server before the fault
+SYNC_CALLERS = 8  # threads at once on one key
+ASYNC_CALLERS = 50  # tasks at once on the same key
+
+
+class Cluster:
+    """A PostgreSQL cluster of this test module's own, run as $RATEKEEPER_PG_OSUSER, that may be
+    frozen (SIGSTOP of every process), killed and restarted without touching the shared one."""
+
+    def __init__(self, root: Path) -> None:
+        self.bin = os.environ["RATEKEEPER_PG_BIN"]
+        self.user = os.environ.get("RATEKEEPER_PG_OSUSER", "postgres")
+        self.data = root / "data"
+        self.port = free_port()
+        root.chmod(0o755)
+        if os.geteuid() == 0 and self.user != "root":
+            shutil.chown(root, self.user)
+        self._as_user(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        self.start()
+
+    def _as_user(self, tool: str, *args: str) -> None:
+        cmd = [f"{self.bin}/{tool}", *args]
+        if os.geteuid() == 0 and self.user != "root":
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        subprocess.run(
+            cmd,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            cwd="/",
+            timeout=60,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.data / "server.log")
+        self._as_user("pg_ctl", "-D", str(self.data), "-o", opts, "-l", log, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_user("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def processes(self) -> list[int]:
+        """The postmaster and its children (backends, background workers)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def signal(self, sig: signal.Signals) -> None:
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    # not under pytest's tmp_path: its parents are private to us, and the server runs as another
+    # OS user
+    root = Path(tempfile.mkdtemp(prefix="rk-pg-"))
+    try:
+        c = Cluster(root)
+        try:
+            yield c
+        finally:
+            c.signal(signal.SIGCONT)
+            c.stop("immediate")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Call:
+    started: float  # monotonic
+    took: float
+    fallback: bool
+    asynchronous: bool
+
+
+def drive(
+    limiter: RateLimiter,
+    alimiter: AsyncRateLimiter,
+    key: str,
+    fault: Callable[[], None],
+    heal: Callable[[], None],
+) -> tuple[list[Call], float, float]:
+    """SYNC_CALLERS threads and ASYNC_CALLERS tasks decide on one key, back to back, through a
+    fault of FAULT_SECONDS, until each has made a real decision after it ended (or
+    RECOVERY_BOUND passed). Returns every call and when the fault started and ended."""
+    calls: list[Call] = []
+    marks: dict[str, float] = {}
+    healed = threading.Event()
+    give_up = [math.inf]
+
+    def record(t0: float, d: Any, asynchronous: bool) -> bool:
+        """Whether the caller is done (a real decision after the fault)."""
+        took = time.monotonic() - t0
+        fallback = bool(d.fallback)
+        calls.append(Call(t0, took, fallback, asynchronous))
+        return healed.is_set() and ((not fallback and t0 > marks["healed"]) or t0 > give_up[0])
+
+    def thread() -> None:
+        while True:
+            t0 = time.monotonic()
+            if record(t0, limiter.hit(key), False):
+                return
+
+    async def task() -> None:
+        while True:
+            t0 = time.monotonic()
+            if record(t0, await alimiter.hit(key), True):
+                return
+
+    def injector() -> None:
+        time.sleep(WARM_SECONDS)
+        marks["fault"] = time.monotonic()
+        fault()
+        time.sleep(FAULT_SECONDS)
+        heal()
+        marks["healed"] = time.monotonic()
+        give_up[0] = marks["healed"] + RECOVERY_BOUND
+        healed.set()
+
+    async def main() -> None:
+        await alimiter.hit(key)  # connect before the fault
+        threads = [threading.Thread(target=thread) for _ in range(SYNC_CALLERS)]
+        threads.append(threading.Thread(target=injector))
+        for t in threads:
+            t.start()
+        await asyncio.gather(*(task() for _ in range(ASYNC_CALLERS)))
+        for t in threads:
+            await asyncio.to_thread(t.join)
+        await alimiter.store.close()
+
+    limiter.hit(key)
+    asyncio.run(main())
+    return calls, marks["fault"], marks["healed"]
+
+
+def check_bounded_and_recovered(calls: list[Call], fault: float, healed: float) -> dict[str, Any]:
+    during = [c for c in calls if c.started + c.took > fault and c.started < healed]
+    worst = {
+        kind: max(c.took for c in during if c.asynchronous == asynchronous)
+        for kind, asynchronous in (("sync", False), ("async", True))
+    }
+    assert any(c.fallback for c in during), "the fault went unnoticed"
+    assert max(worst.values()) < DECISION_BOUND, worst
+    for asynchronous in (False, True):
+        real = [c for c in calls if c.asynchronous == asynchronous and c.started > healed]
+        assert real and not real[-1].fallback, "no real decision after the fault"
+        first = min(c.started + c.took for c in real if not c.fallback)
+        assert first - healed < RECOVERY_BOUND
+    return worst
+
+
+def limiters(url: str, options: dict[str, Any]) -> tuple[RateLimiter, AsyncRateLimiter]:
+    """A sync and an async limiter on stores with the default timeouts, failing open."""
+    return (
+        RateLimiter(
+            "1000000/second", store=PostgresStore.from_url(url, **options), on_store_error="allow"
+        ),
+        AsyncRateLimiter(
+            "1000000/second",
+            store=AsyncPostgresStore.from_url(url, **options),
+            on_store_error="allow",
+        ),
+    )
+
+
+def test_frozen_server_every_decision_bounded_then_recovers(cluster: Cluster, options) -> None:
+    """SIGSTOP of the server (a hung host): statement_timeout never fires server-side; before
+    client-side deadlines a 6 s freeze blocked every decision 6 s."""
+    limiter, alimiter = limiters(cluster.url, options)
+    calls, fault, healed = drive(
+        limiter,
+        alimiter,
+        uuid.uuid4().hex,
+        lambda: cluster.signal(signal.SIGSTOP),
+        lambda: cluster.signal(signal.SIGCONT),
+    )
+    worst = check_bounded_and_recovered(calls, fault, healed)
+    print(f"frozen: worst decision {worst}")
+    limiter.store.close()
+
+
+def test_killed_server_every_decision_bounded_then_recovers(cluster: Cluster, options) -> None:
+    """The server killed (and restarted after FAULT_SECONDS); async decisions took 3.3 s."""
+    limiter, alimiter = limiters(cluster.url, options)
+    calls, fault, healed = drive(
+        limiter, alimiter, uuid.uuid4().hex, lambda: cluster.stop("immediate"), cluster.start
+    )
+    worst = check_bounded_and_recovered(calls, fault, healed)
+    print(f"killed: worst decision {worst}")
+    limiter.store.close()
+
+
+# --------------------------------------------------------------------------- server-side errors
+
+
+def test_read_only_server_is_unavailable_not_a_driver_error(cluster: Cluster, options) -> None:
+    """After a failover the old primary (or a hot standby) answers 25006 read-only: that is
+    "cannot answer now" (the policy decides), not a psycopg.InternalError (a 500 from the
+    middleware whose default is allow). The switch happens under live pooled connections."""
+    store = PostgresStore.from_url(cluster.url, **options)
+    allow = RateLimiter("5/minute", store=store, on_store_error="allow")
+    deny = RateLimiter("5/minute", store=store, on_store_error="deny")
+    strict = RateLimiter("5/minute", store=store)
+    assert not allow.hit("k").fallback
+
+    def read_only(on: bool) -> None:
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            conn.execute(
+                f"ALTER SYSTEM SET default_transaction_read_only = {'on' if on else 'off'}"
+            )
+            conn.execute("SELECT pg_reload_conf()")
+        # the pooled connections take the new setting at their next statement
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            want = "on" if on else "off"
+            while conn.execute("SHOW default_transaction_read_only").fetchone() != (want,):
+                time.sleep(0.01)
+
+    read_only(True)
+    try:
+        d = allow.hit("k")
+        assert d.allowed and d.fallback
+        d = deny.hit("k")
+        assert not d.allowed and d.fallback
+        with pytest.raises(StoreUnavailable, match="read-only"):
+            strict.hit("k")
+    finally:
+        read_only(False)
+    deadline = time.monotonic() + RECOVERY_BOUND
+    while (d := allow.hit("k")).fallback:
+        assert time.monotonic() < deadline
+    assert d.allowed and d.remaining == 3
+    store.close()
+
+
+# --------------------------------------------------------------------------- bursts
+
+
+async def test_burst_on_a_cold_pool_waits_for_connections(url, options) -> None:
+    """300 tasks at once on a store that has no connection yet, on a healthy server: each waits
+    for a connection (a busy pool is not an outage). 16-167 of them used to fail (pool timeout)
+    and, failing open, up to 395 of 3 x 300 were admitted against a limit of 300."""
+    PostgresStore.from_url(url, **options).migrate()  # the schema exists; the pool is cold
+    store = AsyncPostgresStore.from_url(url, **options)
+    limiter = AsyncRateLimiter("300/hour", store=store, on_store_error="allow")
+    key = uuid.uuid4().hex
+    decisions = await asyncio.gather(*(limiter.hit(key) for _ in range(300)))
+    more = await limiter.hit(key)
+    await store.close()
+    assert sum(d.fallback for d in decisions) == 0
+    assert sum(d.allowed for d in decisions) == 300
+    assert not more.allowed and not more.fallback

@@ -37,6 +37,7 @@ import contextlib
 import heapq
 import itertools
 import os
+import select
 import socket
 import threading
 import time
@@ -62,6 +63,16 @@ __all__ = ["AsyncPostgresStore", "PostgresStore"]
 # The watchdog looks at its deadlines at most this often while busy: a connection is cut at most
 # this late, and a busy process wakes the watchdog thread at most 1/_TICK times a second.
 _TICK = 0.01
+# At a deadline, an answer that has arrived but is not read yet (a busy process) is not a fault:
+# the watchdog looks again this much later, and cuts only a connection with nothing to read.
+_UNREAD_GRACE = 0.05
+
+
+def _unread(fd: int) -> bool:
+    """Whether the socket has something to read (an answer, or its end) that nobody read yet."""
+    poll = select.poll()
+    poll.register(fd, select.POLLIN)
+    return bool(poll.poll(0))
 
 
 def _sever(fd: int) -> None:
@@ -89,7 +100,8 @@ class _Watchdog:
 
     One daemon thread per process serves threads and event loops alike. A query cancel would
     need a new connection to the same (perhaps frozen) server; shutting the socket down works
-    whatever the server does.
+    whatever the server does. A connection with an answer waiting to be read is left alone (its
+    caller is only slow to read it: a busy process, not a fault).
     """
 
     def __init__(self) -> None:
@@ -130,7 +142,12 @@ class _Watchdog:
                 now = time.monotonic()
                 while heap and heap[0][0] <= now:
                     timer = heapq.heappop(heap)[2]
-                    if not timer.done:
+                    if timer.done:
+                        continue
+                    if _unread(timer.fd):
+                        later = (now + _UNREAD_GRACE, next(self._count), timer)
+                        heapq.heappush(heap, later)
+                    else:
                         timer.fired = True
                         _sever(timer.fd)
                 self._cond.wait(max(heap[0][0] - now, _TICK) if heap else None)
@@ -251,7 +268,7 @@ class PostgresStore(PostgresCore):
                     self._set_up(started)
                 conn = self._getconn(started)
                 try:
-                    with _deadline(self, conn, self.options.statement_timeout):
+                    with _deadline(self, conn, self.round_trip_timeout(started)):
                         cur = conn.execute(query, params or None)
                         row = cur.fetchone() if cur.description else None
                         if not conn.autocommit:  # a pool given by the caller
@@ -300,7 +317,7 @@ class PostgresStore(PostgresCore):
                     except StopIteration as stop:
                         changed = bool(stop.value)
                         break
-                    with _deadline(self, conn, self.round_trip_timeout(timeout)):
+                    with _deadline(self, conn, self.round_trip_timeout(started, timeout)):
                         cur = conn.execute(query, params or None)
                         result = cur.fetchall() if fetch else None
                     self.progress()
@@ -427,7 +444,7 @@ class AsyncPostgresStore(PostgresCore):
                     await self._set_up(pool, started)
                 conn = await self._getconn(pool, started)
                 try:
-                    with _deadline(self, conn, self.options.statement_timeout):
+                    with _deadline(self, conn, self.round_trip_timeout(started)):
                         cur = await conn.execute(query, params or None)
                         row = await cur.fetchone() if cur.description else None
                         if not conn.autocommit:  # a pool given by the caller
@@ -482,7 +499,7 @@ class AsyncPostgresStore(PostgresCore):
                     except StopIteration as stop:
                         changed = bool(stop.value)
                         break
-                    with _deadline(self, conn, self.round_trip_timeout(timeout)):
+                    with _deadline(self, conn, self.round_trip_timeout(started, timeout)):
                         cur = await conn.execute(query, params or None)
                         result = await cur.fetchall() if fetch else None
                     self.progress()

@@ -88,12 +88,14 @@ _FUNCTIONS = (
 # Client-side deadline of the migration's DDL statements (they may wait for other migrators and
 # for sessions using the functions); the same value is set server-side with SET LOCAL.
 MIGRATION_TIMEOUT = 30.0
-# How long a pooled connection is checked before use after a failure (a restarted server leaves
-# dead connections in the pool), and the share of statement_timeout such a check may take.
+# How long pooled connections are checked before use after a failure (a restarted server leaves
+# dead ones in the pool).
 _SUSPECT_SECONDS = 5.0
-_CHECK_SHARE = 0.5
-# While the server is failing or was never reached, callers wait for a connection in slices this
-# long, and answer as soon as the pool's last attempt to connect failed.
+# The share of statement_timeout that a connection check, and a round trip however long its call
+# queued for a connection, always gets (an answer in a busy process may be read a little late).
+_LEAST_SHARE = 0.5
+# While the server is in doubt, callers wait for a connection in slices this long, re-checking
+# its health between them (how soon a caller notices that the server refuses connections).
 _SLICE = 0.05
 _MIN_WAIT = 0.001  # seconds: psycopg_pool refuses a wait of 0
 # TCP keepalives (unless the URL sets them): an idle pooled connection over a dead link is found
@@ -408,30 +410,37 @@ class PostgresCore:
 
     # -- deadlines ------------------------------------------------------------------------------
 
-    def round_trip_timeout(self, timeout: float | None) -> float:
-        """The client-side deadline of one statement (None: the usual ``statement_timeout``)."""
-        return self.options.statement_timeout if timeout is None else timeout
+    def round_trip_timeout(self, started: float, timeout: float | None = None) -> float:
+        """The client-side deadline of a statement of a call that started at ``started``: what
+        is left of its ``statement_timeout`` after the wait for a connection, but at least half
+        of it (a call that queued on a busy, healthy pool still gets time to be answered); or
+        ``timeout`` for a statement that needs its own (the migration's DDL)."""
+        if timeout is not None:
+            return timeout
+        t = self.options.statement_timeout
+        return max(started + t - time.monotonic(), t * _LEAST_SHARE)
 
     def check_timeout(self) -> float | None:
         """How long checking a pooled connection may take, or None when it need not be
         checked (it is, for a few seconds after a failure: a restart leaves dead ones)."""
         if time.monotonic() < self._suspect_until:
-            return self.options.statement_timeout * _CHECK_SHARE
+            return self.options.statement_timeout * _LEAST_SHARE
         return None
 
     def waits(self, started: float) -> Iterator[float]:
-        """How long to wait, one wait after another, for a pooled connection (or for another
-        caller's schema set-up), for a call that started at ``started`` (monotonic); the caller
-        gives up when this ends.
+        """How long to wait, slice after slice, for a pooled connection (or for another caller's
+        schema set-up), for a call that started at ``started`` (monotonic); the caller gives up
+        when this ends.
 
-        - While the server is failing: ``down_timeout`` in short slices, and not a slice more
-          once the pool's last attempt to connect failed (a refusing server answers at once).
-        - Otherwise ``statement_timeout`` (sliced the same way until a first call succeeded).
-          Past it, a caller keeps queueing, up to ``pool_timeout``, only while the server is
-          visibly answering (an answer within the last ``statement_timeout``, no failure since
-          the call started): on a healthy server a busy pool is not an outage, while under a
-          fault (frozen, blackholed, slow) every waiter gives up about ``statement_timeout``
-          after the last answer.
+        - While the server is failing: ``down_timeout``.
+        - Otherwise ``statement_timeout``. Past it, a caller keeps queueing, up to
+          ``pool_timeout``, only while the server is visibly answering (an answer within the
+          last ``statement_timeout``, no failure since the call started): on a healthy server a
+          busy pool is not an outage, while under a fault (frozen, blackholed, slow) every waiter
+          gives up about ``statement_timeout`` after the last answer.
+        - At once (after one short slice) when the pool's last attempt to connect failed and
+          the server is failing, was never reached, or failed since the call started: a
+          refusing server answers at once.
         """
         o = self.options
         first = True
@@ -443,8 +452,13 @@ class PostgresCore:
                 end = started + o.statement_timeout
                 if now >= end and self._failed_at < started:
                     end = min(started + o.pool_timeout, self._progress_at + o.statement_timeout)
-            sliced = self._failing or not self._connected
-            if not first and (now >= end or (sliced and self.connect_error is not None)):
+            # In slices (noticing a refusing server at once) unless all is well: re-queueing
+            # after each slice costs a busy pool its first-come first-served order.
+            sliced = self.connect_error is not None or self._failing or not self._connected
+            refused = self.connect_error is not None and (
+                self._failing or not self._connected or self._failed_at >= started
+            )
+            if not first and (now >= end or refused):
                 return
             first = False
             yield max(min(_SLICE, end - now) if sliced else end - now, _MIN_WAIT)
