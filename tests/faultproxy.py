@@ -79,6 +79,10 @@ class FaultProxy:
         return self._mode
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
@@ -199,11 +203,12 @@ class _Link:
                 self._pipe(self.client_r, server_w, toward_client=False),
                 self._pipe(server_r, self.client_w, toward_client=True),
             )
-            self.client_w.transport.abort()
-            server_w.transport.abort()
         except asyncio.CancelledError:
             pass
         finally:
+            self.client_w.transport.abort()  # idempotent; a pipe may have ended by an error
+            if self.server_w is not None:
+                self.server_w.transport.abort()
             self._done.set()
 
     async def finished(self) -> None:
