@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -29,6 +30,7 @@ from psycopg import sql
 from ratekeeper import AsyncRateLimiter, RateLimiter, StoreUnavailable
 from ratekeeper.stores.postgres import AsyncPostgresStore, PostgresStore
 from ratekeeper.stores.postgres._core import db_key
+from tests.faultproxy import FaultProxy
 
 from .backends.postgres import SCHEMA, postgres_url
 
@@ -429,3 +431,33 @@ async def test_burst_on_a_cold_pool_waits_for_connections(url, options) -> None:
     assert sum(d.fallback for d in decisions) == 0
     assert sum(d.allowed for d in decisions) == 300
     assert not more.allowed and not more.fallback
+
+
+QUEUE_LATENCY = 0.005  # seconds per chunk each way: QUEUED calls in a row take about 3 s
+QUEUED = 250
+QUEUE_CAP = 10.0  # pool_timeout: the queue, not this cap, is under test
+
+
+async def test_a_long_queue_on_a_healthy_server_is_not_an_outage(url, options) -> None:
+    """Callers queue for a busy pool as long as the server keeps answering: QUEUED tasks through
+    one connection (and a link that makes each round trip > 10 ms) all get real decisions.
+    Before, every caller that started before the first answer gave up 2.5 s after it started."""
+    PostgresStore.from_url(url, **options).migrate()
+    parts = urlsplit(url)
+    assert parts.hostname and parts.port
+    with FaultProxy(parts.hostname, parts.port) as proxy:
+        proxy.set_mode("latency", latency=QUEUE_LATENCY)
+        via = urlunsplit(
+            parts._replace(netloc=f"{parts.username}:{parts.password}@{proxy.host}:{proxy.port}")
+        )
+        store = AsyncPostgresStore.from_url(via, pool_max_size=1, pool_timeout=QUEUE_CAP, **options)
+        limiter = AsyncRateLimiter(f"{QUEUED}/hour", store=store, on_store_error="allow")
+        key = uuid.uuid4().hex
+        t0 = time.monotonic()
+        decisions = await asyncio.gather(*(limiter.hit(key) for _ in range(QUEUED)))
+        took = time.monotonic() - t0
+        print(f"{QUEUED} calls through one connection: {took:.2f} s")
+        await store.close()
+    assert took > 2.5  # the test did queue
+    assert sum(d.fallback for d in decisions) == 0
+    assert sum(d.allowed for d in decisions) == QUEUED
