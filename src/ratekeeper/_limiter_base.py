@@ -25,6 +25,7 @@ from ratekeeper.clock import Clock, system_clock
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, RateLimitExceeded, RateLimitTimeout, StoreUnavailable
 from ratekeeper.limits import Limit, to_limits
+from ratekeeper.metrics import Counters, LimiterMetrics
 from ratekeeper.stores import AsyncStore, Rule, Store
 
 __all__ = [
@@ -73,10 +74,18 @@ class LimiterCore:
         lease_ttl: float = 60.0,
         on_store_error: OnStoreError = "raise",
         local_cache: bool | int = False,
+        name: str | None = None,
     ) -> None:
         self.rule = Rule(algorithm, to_limits(limits))  # type: ignore[arg-type]
         self.limits: tuple[Limit, ...] = self.rule.limits
         self.algorithm = self.rule.algorithm.name
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name must be a non-empty string, got {name!r}")
+        self.name: str = name if name is not None else "; ".join(map(str, self.limits))
+        self._counters = Counters()
+        # The per-decision counters, as attributes: one lookup less on the hot path.
+        self._n_allowed = self._counters.allowed
+        self._n_denied = self._counters.denied
         if clock is not None and not callable(clock):
             raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}")
         self.clock: Clock = clock or system_clock
@@ -165,8 +174,13 @@ class LimiterCore:
             raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
         return key, value
 
+    def metrics(self) -> LimiterMetrics:
+        """What this limiter has done so far (exact across threads)."""
+        return self._counters.snapshot(self.name)
+
     def _fallback(self, exc: StoreUnavailable) -> Decision:
         """The decision given when the store is unreachable, by ``on_store_error``."""
+        next(self._counters.store_errors)
         if self.on_store_error == "raise":
             raise exc
         now = time.monotonic()
@@ -194,8 +208,18 @@ class LimiterCore:
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
         ):  # `not >=` also refuses NaN, which would never time out
             raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+        start = self.clock()
+        try:
+            result = yield from self._wait_flow(key, cost, timeout, start)
+        except RateLimitTimeout:
+            self._counters.waited(self.clock() - start, acquired=False)
+            raise
+        self._counters.waited(self.clock() - start, acquired=True)
+        return result
+
+    def _wait_flow(self, key: str, cost: float, timeout: float | None, start: float) -> Flow:
         clock = self.clock
-        deadline = INF if timeout is None else clock() + timeout
+        deadline = INF if timeout is None else start + timeout
         lease_id = None
         if self.max_concurrent is not None:
             lease_id = uuid.uuid4().hex
@@ -210,6 +234,7 @@ class LimiterCore:
                     )
                 yield SLEEP, min(wait, pause, left)
                 pause = min(pause * 2, 0.25)
+            self._counters.slots(+1)
         try:
             while True:
                 decision: Decision = yield HIT, cost
@@ -228,6 +253,7 @@ class LimiterCore:
                 yield SLEEP, decision.retry_after
         except BaseException:
             if lease_id is not None:
+                self._counters.slots(-1)
                 yield RELEASE, lease_id
             raise
 
@@ -254,6 +280,8 @@ class PermitBase(Decision):
     def _take_lease(self) -> str | None:
         """The lease to give back, once (release is idempotent)."""
         lease_id, self._lease_id = self._lease_id, None
+        if lease_id is not None:
+            self._limiter._counters.slots(-1)
         return lease_id
 
 

@@ -54,11 +54,14 @@ class RateLimiter(LimiterCore):
         if type(key) is not str or type(cost) not in FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
         if self._cache is not None:
-            return self._cached(self.store.hit, key, cost)
-        try:
-            return self.store.hit(key, self.rule, cost, self.clock())
-        except StoreUnavailable as exc:
-            return self._fallback(exc)
+            decision = self._cached(self.store.hit, key, cost)
+        else:
+            try:
+                decision = self.store.hit(key, self.rule, cost, self.clock())
+            except StoreUnavailable as exc:
+                decision = self._fallback(exc)
+        next(self._n_allowed if decision.allowed else self._n_denied)
+        return decision
 
     def peek(self, key: str, cost: float = 1) -> Decision:
         """What :meth:`hit` would answer now, consuming nothing."""
