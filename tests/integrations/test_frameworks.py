@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +20,7 @@ import pytest
 
 from ratekeeper.decision import Decision
 from ratekeeper.integrations import cost_from_header
-from ratekeeper.stores import Rule
+from ratekeeper.stores import AsyncStore, Rule
 from ratekeeper.stores.memory import MemoryStore
 from ratekeeper.testing import FakeClock
 
@@ -33,10 +37,12 @@ class Reply:
 
 @dataclass
 class Client:
-    """One app of one framework. ``peer`` is the client address the app sees."""
+    """One app of one framework. ``peer`` is the client address the app sees; ``run`` runs an
+    awaitable on the loop the app drives its asyncio store on."""
 
     get: Callable[..., Reply]
     peer: str
+    run: Callable[[Awaitable[Any]], Any]
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def statuses(self, path: str, n: int, headers: dict[str, str] | None = None) -> list[int]:
@@ -69,7 +75,7 @@ def _flask(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Clie
         r = client.get(path, headers=headers or {}, environ_base={"REMOTE_ADDR": PEER})
         return Reply(r.status_code, r.headers)
 
-    return Client(get, PEER, [limiter.engine.close])
+    return Client(get, PEER, limiter.engine.run_sync, [limiter.engine.close])
 
 
 def _django(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Client:
@@ -79,7 +85,7 @@ def _django(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Cli
     from django.urls import clear_url_caches
     from django.urls import path as url
 
-    from ratekeeper.integrations.django import ratelimit
+    from ratekeeper.integrations.django import get_engine, ratelimit
 
     config = {name.upper(): value for name, value in options.items()}
     override = override_settings(RATEKEEPER={"DEFAULT_LIMITS": default_limits, **config})
@@ -101,7 +107,10 @@ def _django(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Cli
         r = client.get(path, headers=headers or {}, REMOTE_ADDR=PEER)
         return Reply(r.status_code, r.headers)
 
-    return Client(get, PEER, [override.disable])
+    def run(awaitable: Awaitable[Any]) -> Any:
+        return get_engine().run_sync(awaitable)
+
+    return Client(get, PEER, run, [lambda: get_engine().close(), override.disable])
 
 
 def _fastapi(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Client:
@@ -133,7 +142,7 @@ def _fastapi(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Cl
         loop.run_until_complete(client.aclose())
         loop.close()
 
-    return Client(get, PEER, [close])
+    return Client(get, PEER, loop.run_until_complete, [close])
 
 
 def _aiohttp(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Client:
@@ -169,7 +178,9 @@ def _aiohttp(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Cl
         loop.run_until_complete(client.close())
         loop.close()
 
-    return Client(get, "127.0.0.1", [close])  # a real socket: the peer is the loopback
+    return Client(
+        get, "127.0.0.1", loop.run_until_complete, [close]
+    )  # a real socket: the peer is the loopback
 
 
 BUILDERS = {"flask": _flask, "django": _django, "fastapi": _fastapi, "aiohttp": _aiohttp}
@@ -314,3 +325,95 @@ def test_a_decorated_view_is_limited_instead_of_the_defaults(build: Callable[...
     assert [r.status for r in replies] == [200] * 5 + [429]
     assert {r.headers["X-RateLimit-Limit"] for r in replies} == {"5"}
     assert c.statuses("/", 3) == [200, 200, 429]  # /own did not spend the default budget
+
+
+# -- asyncio stores driven by every framework (item 6) --------------------------------------------
+
+
+def _server_url(name: str) -> str:
+    url = os.environ.get(name)
+    if not url:
+        pytest.fail(f"{name} is not set: run the tests with scripts/test", pytrace=False)
+    return url
+
+
+def _async_store(kind: str) -> AsyncStore:
+    if kind == "redis":
+        from ratekeeper.stores.redis import AsyncRedisStore
+
+        url = _server_url("RATEKEEPER_REDIS_URL")
+        return AsyncRedisStore.from_url(url, prefix=f"rktest:{uuid.uuid4().hex[:12]}")
+    from ratekeeper.stores.nats import AsyncNatsStore
+
+    url = _server_url("RATEKEEPER_NATS_URL")
+    return AsyncNatsStore.from_url(url, bucket=f"rktest_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+def test_an_asyncio_store_object_under_every_framework(
+    build: Callable[..., Client], kind: str
+) -> None:
+    """Flask and sync Django drive it on the engine's one loop thread: its connections stay
+    valid from request to request (with ``asyncio.run`` per request every other Redis request
+    failed with "Event loop is closed" and NATS let every request through)."""
+    store = _async_store(kind)
+    c = build("5/minute", store=store, on_store_error="raise", clock=None)
+    try:
+        assert c.statuses("/", 7) == [200] * 5 + [429] * 2
+    finally:
+        c.run(store.close())
+
+
+class HangingStore:
+    """An asyncio store whose server never answers (frozen, blackholed)."""
+
+    async def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    peek = hit
+
+    async def reset(self, key: str, rule: Rule) -> None:
+        await asyncio.Event().wait()
+
+    async def acquire_lease(
+        self, key: str, lease_id: str, limit: int, ttl: float, now: float
+    ) -> float:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def release_lease(self, key: str, lease_id: str, now: float) -> None:
+        await asyncio.Event().wait()
+
+    async def ping(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        pass
+
+
+HANGING_STORE_BOUND = 1.0  # seconds: the decision-latency contract
+
+
+@pytest.mark.parametrize("build", ["flask", "django"], indirect=True)
+@pytest.mark.parametrize(("policy", "status"), [("allow", 200), ("deny", 429)])
+def test_blocking_requests_on_a_hanging_asyncio_store_are_answered_in_time(
+    build: Callable[..., Client], policy: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = build("5/minute", store=HangingStore(), on_store_error=policy)
+    replies: list[Reply] = []
+
+    def call() -> None:
+        replies.append(c.get("/"))
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "ratekeeper"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(HANGING_STORE_BOUND * 5)
+    elapsed = time.monotonic() - started
+    assert [r.status for r in replies] == [status] * 16
+    assert elapsed < HANGING_STORE_BOUND
+    assert "unavailable" in caplog.text

@@ -61,7 +61,7 @@ from ratekeeper.stores.memory import AsyncMemoryStore, MemoryStore
 
 # Seconds blocking code waits for an asyncio store's answer before it counts the store as
 # unavailable: the stores' own 0.5 s deadline plus room, inside the 1.0 s decision bound.
-BRIDGE_TIMEOUT = 0.9
+BRIDGE_TIMEOUT = 0.75
 
 
 class Engine:
@@ -79,7 +79,7 @@ class Engine:
     framework's response (or None for the default JSON 429); ``key_prefix`` (default none: the
     stores namespace their keys already) separates engines sharing one store; ``enabled=False``
     switches limiting off; ``bridge_timeout``: how long blocking code waits for an asyncio
-    store (default 0.9 s) before ``on_store_error`` decides.
+    store (default 0.75 s) before ``on_store_error`` decides.
 
     Store keys are ``[key_prefix:]scope:kind:value`` (:func:`storage_key`), unambiguous: a custom
     key function's value is of kind ``custom`` and cannot reach a built-in key's budget.
@@ -433,7 +433,7 @@ class Engine:
                 if isinstance(step, _StoreCall):
                     value = self._loop.run(step.call, self.bridge_timeout)
                 else:
-                    value = self._run_sync(step)
+                    value = self.run_sync(step)
             except TimeoutError as exc:
                 error = StoreUnavailable(f"no answer from the store within {exc}")
             except Exception as exc:
@@ -461,9 +461,11 @@ class Engine:
             except Exception as exc:
                 error = exc
 
-    def _run_sync(self, value: Any) -> Any:
-        """An awaitable run to completion on the engine's loop thread (a blocking view with an
-        async key function); plain values pass through."""
+    def run_sync(self, value: Any) -> Any:
+        """Run an awaitable to completion on the engine's event loop thread, from blocking code
+        (plain values pass through). Blocking checks run async key functions and asyncio store
+        calls there; close an asyncio store object used from blocking code there too:
+        ``engine.run_sync(store.close())``."""
         return self._loop.run(value) if inspect.isawaitable(value) else value
 
     # -- the denial hook --
@@ -473,7 +475,7 @@ class Engine:
         if self.on_denied is None:
             return None
         try:
-            return self._run_sync(self.on_denied(native, decision))
+            return self.run_sync(self.on_denied(native, decision))
         except Exception:
             _warn("on_denied", "ratekeeper: on_denied hook raised; default 429", exc_info=True)
             return None
