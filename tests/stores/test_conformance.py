@@ -12,6 +12,7 @@ import pytest
 from ratekeeper import AsyncRateLimiter, Limit, RateLimiter
 from ratekeeper.algorithms import ALGORITHMS
 from ratekeeper.decision import Decision
+from ratekeeper.limits import MAX_AMOUNT, MAX_PERIOD, MIN_PERIOD
 from ratekeeper.stores.memory import MemoryStore
 from ratekeeper.testing import FakeClock
 
@@ -21,6 +22,11 @@ LIMIT_SETS = {
     "multi": [Limit(3, per=1), Limit(7, per=10)],
     "repeated": [Limit(2, per=1), Limit(2, per=1)],  # one budget, however often it is written
 }
+
+
+# Today's Unix time: a float step of 2.4e-7 s, where absolute times (GCRA's TAT, the token
+# bucket's refill time) carry noise that small test clocks never show.
+EPOCH = 1_700_000_000.123456
 
 
 def key() -> str:
@@ -51,10 +57,11 @@ def assert_same(got: Decision, want: Decision, where: str) -> None:
     assert len(got.details) == len(want.details), where
 
 
+@pytest.mark.parametrize("start", [1_000_000.0, EPOCH], ids=["small_clock", "epoch"])
 @pytest.mark.parametrize("limits", LIMIT_SETS)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_trace_matches_reference(store, algorithm, limits):
-    clock = FakeClock(1_000_000.0)
+def test_trace_matches_reference(store, algorithm, limits, start):
+    clock = FakeClock(start)
     subject = RateLimiter(LIMIT_SETS[limits], algorithm=algorithm, store=store, clock=clock)
     reference = RateLimiter(
         LIMIT_SETS[limits], algorithm=algorithm, store=MemoryStore(), clock=clock
@@ -107,6 +114,65 @@ def test_multi_limit_all_or_nothing(store, algorithm):
     denied = limiter.hit(k)
     assert not denied.allowed and denied.policy == Limit(3, per=60)
     assert [d.policy for d in denied.details] == [Limit(2, per=1), Limit(3, per=60)]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_remaining_is_the_largest_cost_that_passes_at_todays_unix_time(store, algorithm):
+    """Limit(5, per=1), two hits at t=1700000040.0 reported remaining=2 for GCRA and the leaky
+    bucket, yet a hit of cost 3 passed."""
+    clock = FakeClock(1_700_000_040.0)
+    limiter = RateLimiter(Limit(5, per=1, burst=7), algorithm=algorithm, store=store, clock=clock)
+    k = key()
+    rng = random.Random(algorithm)
+    for i in range(25):
+        clock.advance(rng.choice([0.0, 0.0, 2.4e-7, 0.01, 0.13, 0.4]))
+        d = limiter.hit(k, rng.choice([1, 1, 2, 3, 0.5]))
+        assert limiter.peek(k, cost=d.remaining).allowed, (i, d)
+        assert not limiter.peek(k, cost=d.remaining + 1).allowed, (i, d)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_drained_fast_limit_at_a_frozen_clock_admits_nothing_more(store, algorithm):
+    """At 10**6 per second the admission slack (1 µs of refill) was a whole unit, granted again
+    on every hit: a drained token bucket admitted every one of 2000 extra hits."""
+    for start in (1_000_000.0, EPOCH):
+        clock = FakeClock(start)
+        limiter = RateLimiter(
+            Limit(1_000_000, per=1), algorithm=algorithm, store=store, clock=clock
+        )
+        k = key()
+        assert limiter.hit(k, cost=1_000_000).allowed
+        assert not any(limiter.hit(k).allowed for _ in range(20)), start
+        assert limiter.peek(k, cost=0).remaining == 0
+
+
+LARGEST = [
+    Limit(MAX_AMOUNT, per=MAX_PERIOD, burst=MAX_AMOUNT),  # 2**53 units per 10 years
+    Limit(MAX_AMOUNT, per=MIN_PERIOD),  # 2**53 units per millisecond
+    Limit(1, per=MAX_PERIOD),
+    Limit(1, per=MIN_PERIOD),
+]
+
+
+@pytest.mark.parametrize("limit", LARGEST, ids=str)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_the_extreme_limits_work_on_every_store(store, algorithm, limit):
+    """The largest amounts and longest and shortest periods a Limit accepts are held exactly:
+    no raw driver error, no overflowed TTL, no remaining of -2**63."""
+    clock = FakeClock(EPOCH)
+    subject = RateLimiter(limit, algorithm=algorithm, store=store, clock=clock)
+    reference = RateLimiter(limit, algorithm=algorithm, store=MemoryStore(), clock=clock)
+    k = key()
+    full = limit.capacity if algorithm in ("token_bucket", "gcra", "leaky_bucket") else limit.amount
+    first = subject.hit(k)
+    assert_same(first, reference.hit(k), "first hit")
+    assert first.allowed and first.remaining == full - 1
+    for i, cost in enumerate([full - 1, 1, 0]):
+        assert_same(subject.hit(k, cost), reference.hit(k, cost), f"step {i} cost {cost}")
+    clock.advance(limit.per / 2)
+    assert_same(subject.peek(k), reference.peek(k), "half a period later")
+    clock.advance(2 * limit.per)
+    assert_same(subject.hit(k), reference.hit(k), "after the period")
 
 
 def test_reset_and_key_isolation(store):

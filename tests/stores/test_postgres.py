@@ -147,6 +147,31 @@ def test_sql_matches_python_on_random_inputs(url: str, options: dict[str, Any], 
     store.close()
 
 
+@pytest.mark.parametrize("algorithm", ["gcra", "leaky_bucket"])
+def test_sql_reads_a_gcra_state_of_older_versions(url: str, options: dict[str, Any], algorithm):
+    """Older versions kept the TAT as one float; the TAT is now an exact pair (high, low) and a
+    one-element state reads as (tat, 0), in SQL as in Python."""
+    store = PostgresStore.from_url(url, time_source="client", **options)
+    rule = Rule(algorithm, (Limit(10, per=1),))
+    now = 1_700_000_000.123456
+    store.hit("k", rule, 3, now)
+    table = sql.Identifier(options["schema"], options["table_prefix"] + "state")
+    with psycopg.connect(url) as conn:
+        conn.execute(sql.SQL("UPDATE {} SET state = ARRAY[state[1]]").format(table))
+        (old,) = conn.execute(sql.SQL("SELECT state FROM {}").format(table)).fetchone()
+    assert len(old) == 1
+    state: Any = old[0]  # the reference reads it as a bare float, as older versions wrote it
+    for cost in (2, 0, 6, 5):
+        now += 0.01
+        news, want = evaluate(ALGORITHMS[algorithm], rule.limits, [state], now, cost)
+        got = store.hit("k", rule, cost, now)
+        assert (got.allowed, got.remaining) == (want.allowed, want.remaining), cost
+        assert got.retry_after == pytest.approx(want.retry_after, abs=1e-9)
+        if news is not None:
+            state = news[0]
+    store.close()
+
+
 def test_cost_above_capacity_is_never_allowed(store: PostgresStore) -> None:
     limiter = RateLimiter("5/second", store=store)
     d = limiter.hit("k", 6)

@@ -187,3 +187,65 @@ def test_reset_after_reaches_full(algorithm):
     assert d.reset_after > 0
     clock.advance(d.reset_after)
     assert limiter.peek("k", cost=0).remaining == 4
+
+
+# --------------------------------------------------------------------------- float noise
+
+EPOCH = 1_700_000_000.123456  # today's Unix time: a float step of 2.4e-7 s
+
+
+@pytest.mark.parametrize("start", [1_000_000.0, EPOCH])
+@pytest.mark.parametrize(
+    "limit",
+    [Limit(1_000_000, per=1), Limit(1000, per=0.001), Limit(2_000_000, per=1)],
+    ids=str,
+)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_drained_limit_at_a_frozen_clock_admits_nothing_more(algorithm, limit, start):
+    """The admission slack was 1 µs of refill: a whole unit at 10**6 per second, granted again
+    on every hit once the clamp at zero forgot the debt (2000 of 2000 extra hits passed)."""
+    limiter, _ = make(limit, algorithm, start=start)
+    assert limiter.hit("k", cost=limit.capacity).allowed
+    assert sum(limiter.hit("k").allowed for _ in range(2000)) == 0
+    assert limiter.peek("k", cost=0).remaining == 0
+
+
+@pytest.mark.parametrize("start", [1_000_000.0, EPOCH])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_one_unit_at_a_time_at_a_fast_rate_admits_exactly_the_capacity(algorithm, start):
+    """GCRA's TAT at epoch times lost part of each 1 µs increment to rounding (TAT + 1e-6 rounds
+    to 4 float steps of 2.4e-7 s): it admitted more than the burst."""
+    limiter, _ = make(Limit(1000, per=0.001), algorithm, start=start)
+    assert sum(limiter.hit("k").allowed for _ in range(3000)) == 1000
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_remaining_at_todays_unix_time(algorithm):
+    """Two hits of Limit(5, per=1) at t=1700000040.0 reported remaining=2, yet a hit of cost 3
+    passed: GCRA's TAT (and the leaky bucket's queue end) carry 2.4e-7 s of float noise."""
+    limiter, _ = make(Limit(5, per=1), algorithm, start=1_700_000_040.0)
+    limiter.hit("k")
+    assert limiter.hit("k").remaining == 3
+    assert limiter.peek("k", cost=0).remaining == 3
+    assert not limiter.peek("k", cost=4).allowed
+    assert limiter.hit("k", cost=3).allowed
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "leaky_bucket"])
+def test_gcra_reads_the_float_state_of_older_versions(algorithm):
+    from ratekeeper.algorithms import ALGORITHMS as ALL
+
+    meter = ALL[algorithm]
+    limit = Limit(10, per=1)
+    now = EPOCH
+    pair, _ = meter.apply(None, now, 3, limit)
+    assert isinstance(pair, tuple) and len(pair) == 2
+    for cost in (2, 0, 6, 5):
+        now += 0.01
+        new_pair, from_pair = meter.apply(pair, now, cost, limit)
+        _, from_float = meter.apply(sum(pair), now, cost, limit)
+        assert (from_float.allowed, from_float.remaining) == (
+            from_pair.allowed,
+            from_pair.remaining,
+        )
+        pair = new_pair

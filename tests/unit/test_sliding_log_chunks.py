@@ -11,7 +11,7 @@ import pytest
 
 import ratekeeper.algorithms.sliding_log as sliding_log
 from ratekeeper import Decision, Limit
-from ratekeeper.algorithms.base import EPS_TIME, INF
+from ratekeeper.algorithms.base import EPS_TIME, EPS_UNITS, INF
 
 Entries = tuple[tuple[float, float], ...]
 
@@ -25,11 +25,11 @@ def plain_log(
     cutoff = now + EPS_TIME - per
     entries = tuple(e for e in state if e[0] > cutoff) if state else ()
     used = sum(e[1] for e in sorted(entries, key=itemgetter(0)))
-    if used + cost <= amount:
+    if cost <= amount - used + EPS_UNITS or not cost:
         if cost:
             entries += ((now, cost),)
         reset = max(e[0] for e in entries) + per - now if entries else 0.0
-        remaining = int(amount - used - cost + 1e-9)
+        remaining = max(int(amount - (used + cost) + EPS_UNITS), 0)
         return entries or None, Decision(True, amount, remaining, reset, 0.0, 0.0, limit)
     if cost > amount:
         retry = INF
@@ -37,11 +37,11 @@ def plain_log(
         freed, retry = used + cost - amount, 0.0
         for when, spent in sorted(entries):
             freed -= spent
-            if freed <= 1e-9:
+            if freed <= EPS_UNITS:
                 retry = when + per - now
                 break
     reset = max(e[0] for e in entries) + per - now if entries else 0.0
-    remaining = max(int(amount - used + 1e-9), 0)
+    remaining = max(int(amount - used + EPS_UNITS), 0)
     return state, Decision(False, amount, remaining, reset, max(retry, 0.0), 0.0, limit)
 
 

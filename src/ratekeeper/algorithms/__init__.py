@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ratekeeper.algorithms.base import EPS_TIME, INF, Algorithm, State
+from ratekeeper.algorithms.base import (
+    EPS_CLOCK,
+    EPS_TIME,
+    EPS_UNITS,
+    INF,
+    MAX_CLOCK_SLACK,
+    Algorithm,
+    State,
+)
 from ratekeeper.algorithms.fixed_window import FixedWindow
 from ratekeeper.algorithms.gcra import GCRA, LeakyBucket
 from ratekeeper.algorithms.sliding_log import SlidingLog
@@ -16,8 +24,11 @@ from ratekeeper.limits import Limit
 
 __all__ = [
     "ALGORITHMS",
+    "EPS_CLOCK",
     "EPS_TIME",
+    "EPS_UNITS",
     "INF",
+    "MAX_CLOCK_SLACK",
     "Algorithm",
     "State",
     "evaluate",

@@ -12,13 +12,37 @@ from typing import Any, TypeAlias
 from ratekeeper.decision import Decision
 from ratekeeper.limits import Limit
 
-__all__ = ["EPS_TIME", "INF", "Algorithm", "State"]
+__all__ = ["EPS_CLOCK", "EPS_TIME", "EPS_UNITS", "INF", "MAX_CLOCK_SLACK", "Algorithm", "State"]
 
 State: TypeAlias = Any
 INF = float("inf")
-# Tolerance, in seconds, for comparisons against the clock. Timestamps near 1.7e9 s carry about
-# 2.4e-7 s of float noise, so a request made exactly `retry_after` later must not fail by a hair.
+
+# The float tolerances, named once. The Lua scripts (stores/redis/lua/prelude.lua) and the SQL
+# functions (stores/postgres/schema.sql) use the same values under the same names.
+#
+# EPS_TIME, seconds: the window algorithms (fixed window, sliding window, sliding log) read the
+# clock as `now + EPS_TIME` when placing a request in a window, so that a request made exactly
+# `retry_after` later lands in the window it was told about despite the float step of the clock
+# (2.4e-7 s at today's Unix time). It shifts boundaries; it never adds capacity.
 EPS_TIME = 1e-6
+# EPS_UNITS, units: every admission `cost <= available + slack` and every `remaining` allow this
+# much, so that sums of fractional costs (0.1 + 0.2) do not deny by a rounding error. It is far
+# below any meaningful cost, so a drained limit admits nothing more.
+EPS_UNITS = 1e-9
+# EPS_CLOCK, relative: a float clock reading t is only known to within |t| * EPS_CLOCK (one float
+# step, 2**-52 relative). The algorithms that meter time (token bucket, GCRA, leaky bucket) add
+# `rate * |now| * EPS_CLOCK` units, at most MAX_CLOCK_SLACK, to their slack, so a request made at
+# `now + retry_after`, rounded by the clock, still passes. The slack is granted once, not per
+# request: a state admitted within it carries it as a debt.
+EPS_CLOCK = 2.0**-52
+# MAX_CLOCK_SLACK, units: the clock's share of the slack never exceeds a quarter of a unit, so a
+# drained limit admits nothing more at any rate, and `remaining` never exceeds the capacity (a
+# quarter, unlike a half, never rounds a count up to the next whole number, even near 2**53).
+# A clock reading rounds by at most half a step, so `now + retry_after` stays honest up to
+# 2 million units per second at today's Unix time; above that one clock step is worth more than
+# half a unit, and a request at exactly `now + retry_after` may be refused by a clock step (and
+# told to retry a clock step later).
+MAX_CLOCK_SLACK = 0.25
 
 
 class Algorithm:

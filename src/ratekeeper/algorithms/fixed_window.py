@@ -1,9 +1,10 @@
 """Fixed window: windows ``[k*P, (k+1)*P)`` aligned on the clock; a hit passes iff
-``count + cost <= amount``. State: ``(k, count)``, k the window index as a whole float."""
+``count + cost <= amount`` (within :data:`~ratekeeper.algorithms.base.EPS_UNITS`). State:
+``(k, count)``, k the window index as a whole float."""
 
 from __future__ import annotations
 
-from ratekeeper.algorithms.base import INF, Algorithm, State
+from ratekeeper.algorithms.base import EPS_TIME, EPS_UNITS, INF, Algorithm, State
 from ratekeeper.decision import Decision
 from ratekeeper.limits import Limit
 
@@ -14,7 +15,7 @@ class FixedWindow(Algorithm):
     def apply(self, state: State, now: float, cost: float, limit: Limit) -> tuple[State, Decision]:
         per = limit.per
         amount = limit.amount
-        k = (now + 1e-6) // per  # the window index (EPS_TIME, inlined), a whole float
+        k = (now + EPS_TIME) // per  # the window index, a whole float
         if state is None:
             count = 0.0
         else:
@@ -24,13 +25,15 @@ class FixedWindow(Algorithm):
                     k = last
                 else:
                     count = 0.0
-        after = count + cost
-        if after <= amount:
-            return (k, after), Decision(
+        available = amount - count + EPS_UNITS
+        if cost <= available or not cost:
+            count += cost
+            left = amount - count + EPS_UNITS  # what the next admission in this window sees
+            return (k, count), Decision(
                 True,
                 amount,
-                int(amount - after + 1e-9),
-                (k + 1) * per - now if after else 0.0,
+                int(left) if left > 0.0 else 0,
+                (k + 1) * per - now if count else 0.0,
                 0.0,
                 0.0,
                 limit,
@@ -38,7 +41,13 @@ class FixedWindow(Algorithm):
         end = (k + 1) * per - now
         retry = INF if cost > amount else end
         return state, Decision(
-            False, amount, int(amount - count + 1e-9), end if count else 0.0, retry, 0.0, limit
+            False,
+            amount,
+            int(available) if available > 0.0 else 0,
+            end if count else 0.0,
+            retry,
+            0.0,
+            limit,
         )
 
     def horizon(self, limit: Limit) -> float:

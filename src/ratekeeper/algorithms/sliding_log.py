@@ -1,5 +1,5 @@
 """Sliding log: the exact sum of costs in ``(now - P, now]``; a hit passes iff
-``sum + cost <= amount``.
+``sum + cost <= amount`` (within :data:`~ratekeeper.algorithms.base.EPS_UNITS`).
 
 State: ``(chunks, total)``. ``chunks`` is the log, oldest first, as a tuple of chunks of at most
 ``CHUNK`` ``(time, cost)`` entries, so that admitting a request copies one small chunk and the
@@ -17,7 +17,7 @@ from bisect import bisect_right
 from itertools import chain
 from operator import itemgetter
 
-from ratekeeper.algorithms.base import EPS_TIME, INF, Algorithm, State
+from ratekeeper.algorithms.base import EPS_TIME, EPS_UNITS, INF, Algorithm, State
 from ratekeeper.decision import Decision
 from ratekeeper.limits import Limit
 
@@ -45,7 +45,8 @@ class SlidingLog(Algorithm):
             if chunks[0][0][0] <= cutoff:
                 chunks, total = _expire(chunks, total, cutoff)
         used = total if total is not None else sum(entry[1] for entry in _entries(chunks))
-        if used + cost <= amount:
+        available = amount - used + EPS_UNITS
+        if cost <= available or not cost:
             if cost:
                 # Append (now, cost), inlined: one small chunk and the tuple of chunks copied.
                 # Concatenation, not `(*last, entry)`: one C-level copy, where unpacking builds a
@@ -66,7 +67,8 @@ class SlidingLog(Algorithm):
                     total += cost
                 else:
                     total = None
-            remaining = int(amount - used - cost + 1e-9)
+            left = amount - (used + cost) + EPS_UNITS  # what the next admission sees
+            remaining = int(left) if left > 0.0 else 0
             if not chunks:
                 return None, Decision(True, amount, remaining, 0.0, 0.0, 0.0, limit)
             reset = chunks[-1][-1][0] + per - now
@@ -78,12 +80,18 @@ class SlidingLog(Algorithm):
             retry = 0.0
             for when, spent in _entries(chunks):
                 freed -= spent
-                if freed <= 1e-9:
+                if freed <= EPS_UNITS:
                     retry = when + per - now
                     break
         reset = chunks[-1][-1][0] + per - now if chunks else 0.0
         return state, Decision(
-            False, amount, max(int(amount - used + 1e-9), 0), reset, max(retry, 0.0), 0.0, limit
+            False,
+            amount,
+            int(available) if available > 0.0 else 0,
+            reset,
+            retry if retry > 0.0 else 0.0,
+            0.0,
+            limit,
         )
 
     def horizon(self, limit: Limit) -> float:

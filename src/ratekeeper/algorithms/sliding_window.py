@@ -1,9 +1,10 @@
 """Sliding window counter: ``estimate = previous * (1 - elapsed/P) + current``; a hit passes iff
-``estimate + cost <= amount``. State: ``(k, previous, current)`` with k the window index."""
+``estimate + cost <= amount`` (within :data:`~ratekeeper.algorithms.base.EPS_UNITS`).
+State: ``(k, previous, current)`` with k the window index."""
 
 from __future__ import annotations
 
-from ratekeeper.algorithms.base import EPS_TIME, INF, Algorithm, State
+from ratekeeper.algorithms.base import EPS_TIME, EPS_UNITS, INF, Algorithm, State
 from ratekeeper.decision import Decision
 from ratekeeper.limits import Limit
 
@@ -32,14 +33,15 @@ class SlidingWindow(Algorithm):
             elapsed = 0.0
         elif elapsed > per:
             elapsed = per
-        estimate = prev * (1.0 - elapsed / per) + cur
-        if estimate + cost <= amount + 1e-9:
+        weight = 1.0 - elapsed / per  # of the previous window's count
+        available = amount - (prev * weight + cur) + EPS_UNITS
+        if cost <= available or not cost:
             cur += cost
-            remaining = int(amount - estimate - cost + 1e-9)
+            left = amount - (prev * weight + cur) + EPS_UNITS  # what the next admission sees
             return (k, prev, cur), Decision(
                 True,
                 amount,
-                remaining if remaining > 0 else 0,
+                int(left) if left > 0.0 else 0,
                 _reset_after(start, per, now, prev, cur),
                 0.0,
                 0.0,
@@ -47,16 +49,16 @@ class SlidingWindow(Algorithm):
             )
         if cost > amount:
             retry = INF
-        elif cur + cost <= amount:  # wait in this window until the previous one has decayed
+        elif prev and cur + cost <= amount:  # wait here until the previous window has decayed
             retry = start + per * (1.0 - (amount - cur - cost) / prev) - now
         else:  # wait into the next window, where the current count decays
             retry = start + per + per * (1.0 - (amount - cost) / cur) - now
         return state, Decision(
             False,
             amount,
-            max(int(amount - estimate + 1e-9), 0),
+            int(available) if available > 0.0 else 0,
             _reset_after(start, per, now, prev, cur),
-            max(retry, 0.0),
+            retry if retry > 0.0 else 0.0,
             0.0,
             limit,
         )

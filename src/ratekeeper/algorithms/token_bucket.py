@@ -1,9 +1,11 @@
 """Token bucket: starts full with ``capacity`` tokens, refills at ``rate``; a hit of cost c passes
-iff at least c tokens are there. State: ``(tokens, last_refill_time)``."""
+iff at least c tokens are there (within the float slack of :mod:`ratekeeper.algorithms.base`).
+State: ``(tokens, last_refill_time)``. Tokens may be below zero by at most the slack: a hit
+admitted within the slack leaves that debt, so the slack is granted once, not once per hit."""
 
 from __future__ import annotations
 
-from ratekeeper.algorithms.base import EPS_TIME, INF, Algorithm, State
+from ratekeeper.algorithms.base import EPS_CLOCK, EPS_UNITS, INF, MAX_CLOCK_SLACK, Algorithm, State
 from ratekeeper.decision import Decision
 from ratekeeper.limits import Limit
 
@@ -23,14 +25,19 @@ class TokenBucket(Algorithm):
                 # min()/max() spelled out: the same result without a builtin call per request
                 tokens = refilled if refilled < capacity else capacity
                 last = now
-        if cost <= tokens + rate * EPS_TIME:
+        # What may be taken: the tokens plus the float slack (abs(now) and min() spelled out); a
+        # cost of 0 always passes. `remaining` is computed from the new state exactly as the next
+        # admission at this instant will be, so it is the largest cost that passes.
+        slack = rate * (now if now >= 0.0 else -now) * EPS_CLOCK
+        slack = EPS_UNITS + (slack if slack < MAX_CLOCK_SLACK else MAX_CLOCK_SLACK)
+        available = tokens + slack
+        if cost <= available or not cost:
             tokens -= cost
-            if tokens < 0.0:
-                tokens = 0.0
+            available = tokens + slack
             return (tokens, last), Decision(
                 True,
                 limit.amount,
-                int(tokens + 1e-9),
+                int(available) if available > 0.0 else 0,
                 (capacity - tokens) / rate,
                 0.0,
                 0.0,
@@ -38,7 +45,13 @@ class TokenBucket(Algorithm):
             )
         retry = INF if cost > capacity else (cost - tokens) / rate
         return state, Decision(
-            False, limit.amount, int(tokens + 1e-9), (capacity - tokens) / rate, retry, 0.0, limit
+            False,
+            limit.amount,
+            int(available) if available > 0.0 else 0,
+            (capacity - tokens) / rate,
+            retry,
+            0.0,
+            limit,
         )
 
     def horizon(self, limit: Limit) -> float:

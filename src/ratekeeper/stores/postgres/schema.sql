@@ -1,5 +1,5 @@
 -- ratekeeper PostgreSQL schema: a line-by-line port of ratekeeper.algorithms (same tolerances,
--- same float operations in the same order), tested against the Python reference on the same
+-- named as in ratekeeper.algorithms.base; same float operations in the same order), tested against the Python reference on the same
 -- traces. Rendered by psycopg.sql with quoted identifiers: {state}, {meta}, {f_*}.
 -- Statements are separated by lines holding only "--;;".
 -- Every float is float8 (IEEE double, as in Python); "int(x)" of Python is trunc(x).
@@ -50,9 +50,14 @@ CREATE OR REPLACE FUNCTION {f_token_bucket}(
     OUT retry_after float8, OUT delay float8)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
 DECLARE
+    eps_units CONSTANT float8 := 1e-9;  -- ratekeeper.algorithms.base.EPS_UNITS
+    eps_clock CONSTANT float8 := 2.220446049250313e-16;  -- EPS_CLOCK, 2**-52
+    max_clock_slack CONSTANT float8 := 0.25;  -- MAX_CLOCK_SLACK
     rate float8 := amount / per;
+    slack float8 := eps_units + least(rate * abs(now) * eps_clock, max_clock_slack);
     tokens float8;
     last float8;
+    avail float8;
 BEGIN
     delay := 0;
     IF st IS NULL THEN
@@ -66,44 +71,60 @@ BEGIN
             last := now;
         END IF;
     END IF;
-    IF cost <= tokens + rate * 1e-6::float8 THEN
-        tokens := greatest(tokens - cost, 0::float8);
+    avail := tokens + slack;
+    IF cost <= avail OR cost = 0 THEN
+        tokens := tokens - cost;  -- may dip below zero by the slack: a debt, kept
+        avail := tokens + slack;
         ns := ARRAY[tokens, last];
         ok := true;
-        remaining := trunc(tokens + 1e-9::float8);
-        reset_after := (cap - tokens) / rate;
         retry_after := 0;
     ELSE
         ns := st;
         ok := false;
-        remaining := trunc(tokens + 1e-9::float8);
-        reset_after := (cap - tokens) / rate;
         retry_after := CASE WHEN cost > cap THEN 'Infinity'::float8 ELSE (cost - tokens) / rate END;
     END IF;
+    remaining := CASE WHEN avail > 0 THEN floor(avail) ELSE 0 END;
+    reset_after := (cap - tokens) / rate;
 END
 $rk$
 --;;
--- GCRA, and the leaky bucket when shaping (then delay = the backlog).
+-- GCRA, and the leaky bucket when shaping (then delay = the backlog). State: the TAT as an exact
+-- sum of two floats [high, low]; a one-element state (older versions) reads as low = 0.
 CREATE OR REPLACE FUNCTION {f_gcra}(
     st float8[], now float8, cost float8, amount float8, per float8, cap float8, shaping boolean,
     OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
     OUT retry_after float8, OUT delay float8)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
 DECLARE
+    eps_units CONSTANT float8 := 1e-9;  -- ratekeeper.algorithms.base.EPS_UNITS
+    eps_clock CONSTANT float8 := 2.220446049250313e-16;  -- EPS_CLOCK, 2**-52
+    max_clock_slack CONSTANT float8 := 0.25;  -- MAX_CLOCK_SLACK
     iv float8 := per / amount;
-    win float8 := cap * iv;
+    slack float8 := eps_units + least((amount / per) * abs(now) * eps_clock, max_clock_slack);
     backlog float8 := 0;
     after float8;
+    high float8;
+    part float8;
+    low float8;
+    avail float8;
 BEGIN
     delay := 0;
-    IF st IS NOT NULL AND st[1] > now THEN
-        backlog := st[1] - now;
+    IF st IS NOT NULL THEN
+        backlog := (st[1] - now) + coalesce(st[2], 0);
+        IF NOT backlog > 0 THEN
+            backlog := 0;
+        END IF;
     END IF;
-    after := backlog + cost * iv;
-    IF after <= win + 1e-6::float8 THEN
-        ns := ARRAY[now + after];
+    avail := (cap - backlog / iv) + slack;
+    IF cost <= avail OR cost = 0 THEN
+        after := backlog + cost * iv;
+        high := now + after;  -- TwoSum: high + low is now + after exactly
+        part := high - now;
+        low := (now - (high - part)) + (after - part);
+        ns := ARRAY[high, low];
         ok := true;
-        remaining := greatest(trunc((win - after) / iv + 1e-9::float8), 0::float8);
+        part := (high - now) + low;  -- the backlog the next request will see
+        avail := (cap - CASE WHEN part > 0 THEN part ELSE 0 END / iv) + slack;
         reset_after := after;
         retry_after := 0;
         IF shaping THEN
@@ -112,10 +133,11 @@ BEGIN
     ELSE
         ns := st;
         ok := false;
-        remaining := trunc((win - backlog) / iv + 1e-9::float8);
         reset_after := backlog;
-        retry_after := CASE WHEN cost > cap THEN 'Infinity'::float8 ELSE after - win END;
+        retry_after := CASE WHEN cost > cap THEN 'Infinity'::float8
+                            ELSE backlog + cost * iv - cap * iv END;
     END IF;
+    remaining := CASE WHEN avail > 0 THEN floor(avail) ELSE 0 END;
 END
 $rk$
 --;;
@@ -125,9 +147,12 @@ CREATE OR REPLACE FUNCTION {f_fixed_window}(
     OUT retry_after float8, OUT delay float8)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
 DECLARE
-    k float8 := {f_floordiv}(now + 1e-6::float8, per);
+    eps_time CONSTANT float8 := 1e-6;  -- ratekeeper.algorithms.base.EPS_TIME
+    eps_units CONSTANT float8 := 1e-9;  -- ratekeeper.algorithms.base.EPS_UNITS
+    k float8 := {f_floordiv}(now + eps_time, per);
     cnt float8 := 0;
     endt float8;
+    avail float8;
 BEGIN
     delay := 0;
     IF st IS NOT NULL THEN
@@ -139,7 +164,7 @@ BEGIN
         END IF;
     END IF;
     endt := (k + 1) * per - now;
-    IF cnt + cost <= amount THEN
+    IF cost <= amount - cnt + eps_units OR cost = 0 THEN
         cnt := cnt + cost;
         ns := ARRAY[k, cnt];
         ok := true;
@@ -149,7 +174,8 @@ BEGIN
         ok := false;
         retry_after := CASE WHEN cost > amount THEN 'Infinity'::float8 ELSE endt END;
     END IF;
-    remaining := trunc(amount - cnt + 1e-9::float8);
+    avail := amount - cnt + eps_units;
+    remaining := CASE WHEN avail > 0 THEN floor(avail) ELSE 0 END;
     reset_after := CASE WHEN cnt <> 0 THEN endt ELSE 0 END;
 END
 $rk$
@@ -160,13 +186,16 @@ CREATE OR REPLACE FUNCTION {f_sliding_window}(
     OUT retry_after float8, OUT delay float8)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
 DECLARE
-    t float8 := now + 1e-6::float8;
+    eps_time CONSTANT float8 := 1e-6;  -- ratekeeper.algorithms.base.EPS_TIME
+    eps_units CONSTANT float8 := 1e-9;  -- ratekeeper.algorithms.base.EPS_UNITS
+    t float8 := now + eps_time;
     k float8 := {f_floordiv}(t, per);
     prev float8 := 0;
     cur float8 := 0;
     start float8;
     elapsed float8;
-    estimate float8;
+    weight float8;
+    avail float8;
 BEGIN
     delay := 0;
     IF st IS NOT NULL THEN
@@ -183,26 +212,27 @@ BEGIN
     END IF;
     start := k * per;
     elapsed := least(greatest(t - start, 0::float8), per);
-    estimate := prev * (1 - elapsed / per) + cur;
-    IF estimate + cost <= amount + 1e-9::float8 THEN
+    weight := 1 - elapsed / per;  -- of the previous window's count
+    avail := amount - (prev * weight + cur) + eps_units;
+    IF cost <= avail OR cost = 0 THEN
         cur := cur + cost;
+        avail := amount - (prev * weight + cur) + eps_units;
         ns := ARRAY[k, prev, cur];
         ok := true;
-        remaining := greatest(trunc(amount - estimate - cost + 1e-9::float8), 0::float8);
         retry_after := 0;
     ELSE
         ns := st;
         ok := false;
         IF cost > amount THEN
             retry_after := 'Infinity'::float8;
-        ELSIF cur + cost <= amount THEN
+        ELSIF prev <> 0 AND cur + cost <= amount THEN
             retry_after := start + per * (1 - (amount - cur - cost) / prev) - now;
         ELSE
             retry_after := start + per + per * (1 - (amount - cost) / cur) - now;
         END IF;
         retry_after := greatest(retry_after, 0::float8);
-        remaining := greatest(trunc(amount - estimate + 1e-9::float8), 0::float8);
     END IF;
+    remaining := CASE WHEN avail > 0 THEN floor(avail) ELSE 0 END;
     IF cur <> 0 THEN
         reset_after := start + 2 * per - now;
     ELSIF prev <> 0 THEN
@@ -220,11 +250,14 @@ CREATE OR REPLACE FUNCTION {f_sliding_log}(
     OUT retry_after float8, OUT delay float8)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
 DECLARE
-    cutoff float8 := now + 1e-6::float8 - per;
+    eps_time CONSTANT float8 := 1e-6;  -- ratekeeper.algorithms.base.EPS_TIME
+    eps_units CONSTANT float8 := 1e-9;  -- ratekeeper.algorithms.base.EPS_UNITS
+    cutoff float8 := now + eps_time - per;
     kept float8[] := ARRAY[]::float8[];
     used float8 := 0;
     newest float8 := NULL;
     freed float8;
+    avail float8;
     i int;
     j int;
 BEGIN
@@ -238,7 +271,8 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    IF used + cost <= amount THEN
+    avail := amount - used + eps_units;
+    IF cost <= avail OR cost = 0 THEN
         IF cost <> 0 THEN
             -- keep the log sorted by time (after equal times), as the Python reference does
             j := cardinality(kept) / 2;
@@ -248,9 +282,9 @@ BEGIN
             kept := kept[1:2 * j] || ARRAY[now, cost] || kept[2 * j + 1:cardinality(kept)];
             newest := greatest(newest, now);
         END IF;
+        avail := amount - (used + cost) + eps_units;
         ns := CASE WHEN cardinality(kept) > 0 THEN kept END;
         ok := true;
-        remaining := trunc(amount - used - cost + 1e-9::float8);
         reset_after := CASE WHEN newest IS NULL THEN 0 ELSE newest + per - now END;
         retry_after := 0;
     ELSE
@@ -263,16 +297,16 @@ BEGIN
             retry_after := 0;
             FOR j IN 1 .. cardinality(kept) / 2 LOOP  -- oldest first
                 freed := freed - kept[2 * j];
-                IF freed <= 1e-9::float8 THEN
+                IF freed <= eps_units THEN
                     retry_after := kept[2 * j - 1] + per - now;
                     EXIT;
                 END IF;
             END LOOP;
         END IF;
         retry_after := greatest(retry_after, 0::float8);
-        remaining := greatest(trunc(amount - used + 1e-9::float8), 0::float8);
         reset_after := CASE WHEN newest IS NULL THEN 0 ELSE newest + per - now END;
     END IF;
+    remaining := CASE WHEN avail > 0 THEN floor(avail) ELSE 0 END;
 END
 $rk$
 --;;

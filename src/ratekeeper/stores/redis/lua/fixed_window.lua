@@ -12,15 +12,16 @@ local function apply(state, now, cost, amount, per, capacity)
   end
   local ending = (k + 1) * per - now
   local reset = 0.0
-  if count + cost <= amount then
+  local available = amount - count + EPS_UNITS
+  if cost <= available or cost == 0 then
     count = count + cost
     if count ~= 0 then reset = ending end
-    return pack('<dd', k, count), 1, trunc(amount - count + 1e-9), reset, 0, 0
+    return pack('<dd', k, count), 1, units_left(amount - count + EPS_UNITS), reset, 0, 0
   end
   if count ~= 0 then reset = ending end
   local retry = ending
   if cost > amount then retry = INF end
-  return nil, 0, trunc(amount - count + 1e-9), reset, retry, 0
+  return nil, 0, units_left(available), reset, retry, 0
 end
 
 local function horizon(amount, per, capacity)

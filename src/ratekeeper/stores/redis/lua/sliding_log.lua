@@ -82,11 +82,12 @@ end
 local function decide(p, now, cost, amount, per)
   local used = p.used
   local newest = p.newest
-  if used + cost <= amount then
+  local available = amount - used + EPS_UNITS
+  if cost <= available or cost == 0 then
     if cost ~= 0 and (newest == nil or now > newest) then newest = now end
     local reset = 0.0
     if newest ~= nil then reset = newest + per - now end
-    return 1, trunc(amount - used - cost + 1e-9), reset, 0, 0
+    return 1, units_left(amount - (used + cost) + EPS_UNITS), reset, 0, 0
   end
   local retry = 0.0
   if cost > amount then
@@ -99,7 +100,7 @@ local function decide(p, now, cost, amount, per)
       for pos = 1, #bytes, 16 do
         local when, spent = unpack_('<dd', bytes, pos)
         freed = freed - spent
-        if freed <= 1e-9 then
+        if freed <= EPS_UNITS then
           retry = when + per - now
           found = true
           break
@@ -110,7 +111,7 @@ local function decide(p, now, cost, amount, per)
   end
   local reset = 0.0
   if newest ~= nil then reset = newest + per - now end
-  return 0, max(trunc(amount - used + 1e-9), 0), reset, max(retry, 0.0), 0
+  return 0, units_left(available), reset, max(retry, 0.0), 0
 end
 
 local function whole(x)

@@ -21,22 +21,22 @@ local function apply(state, now, cost, amount, per, capacity)
   end
   local start = k * per
   local elapsed = min(max(t - start, 0.0), per)
-  local estimate = prev * (1.0 - elapsed / per) + cur
-  if estimate + cost <= amount + 1e-9 then
+  local weight = 1.0 - elapsed / per -- of the previous window's count
+  local available = amount - (prev * weight + cur) + EPS_UNITS
+  if cost <= available or cost == 0 then
     cur = cur + cost
-    return pack('<ddd', k, prev, cur), 1,
-      max(trunc(amount - estimate - cost + 1e-9), 0), reset_after(start, per, now, prev, cur), 0, 0
+    return pack('<ddd', k, prev, cur), 1, units_left(amount - (prev * weight + cur) + EPS_UNITS),
+      reset_after(start, per, now, prev, cur), 0, 0
   end
   local retry
   if cost > amount then
     retry = INF
-  elseif cur + cost <= amount then -- wait in this window until the previous one has decayed
+  elseif prev ~= 0 and cur + cost <= amount then -- wait here until the previous one has decayed
     retry = start + per * (1.0 - (amount - cur - cost) / prev) - now
   else -- wait into the next window, where the current count decays
     retry = start + per + per * (1.0 - (amount - cost) / cur) - now
   end
-  return nil, 0, max(trunc(amount - estimate + 1e-9), 0), reset_after(start, per, now, prev, cur),
-    max(retry, 0.0), 0
+  return nil, 0, units_left(available), reset_after(start, per, now, prev, cur), max(retry, 0.0), 0
 end
 
 local function horizon(amount, per, capacity)

@@ -1,4 +1,4 @@
--- Token bucket. State: tokens, last (two doubles).
+-- Token bucket. State: tokens, last (two doubles). Tokens may dip below zero by the slack.
 local function apply(state, now, cost, amount, per, capacity)
   local rate = amount / per
   local tokens, last
@@ -11,13 +11,15 @@ local function apply(state, now, cost, amount, per, capacity)
       last = now
     end
   end
-  if cost <= tokens + rate * EPS_TIME then
-    tokens = max(tokens - cost, 0.0)
-    return pack('<dd', tokens, last), 1, trunc(tokens + 1e-9), (capacity - tokens) / rate, 0, 0
+  local slack = EPS_UNITS + min(rate * abs(now) * EPS_CLOCK, MAX_CLOCK_SLACK)
+  local available = tokens + slack
+  if cost <= available or cost == 0 then
+    tokens = tokens - cost
+    return pack('<dd', tokens, last), 1, units_left(tokens + slack), (capacity - tokens) / rate, 0, 0
   end
   local retry = INF
   if cost <= capacity then retry = (cost - tokens) / rate end
-  return nil, 0, trunc(tokens + 1e-9), (capacity - tokens) / rate, retry, 0
+  return nil, 0, units_left(available), (capacity - tokens) / rate, retry, 0
 end
 
 local function horizon(amount, per, capacity)
