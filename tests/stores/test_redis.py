@@ -392,6 +392,31 @@ def assert_exactly(got: Decision, want: Decision, where: str) -> None:
     assert got == want, where
 
 
+@pytest.mark.parametrize("algorithm", ["gcra", "leaky_bucket"])
+def test_lua_reads_a_gcra_state_of_older_versions(
+    url: str, raw: redis.Redis, algorithm: str
+) -> None:
+    """Older versions kept the TAT as one double (8 bytes); it is now an exact pair (high, low),
+    and an 8-byte state reads as (tat, 0), in Lua as in Python."""
+    p = prefix()
+    store = RedisStore.from_url(url, prefix=p, time_source="client")
+    rule = Rule(algorithm, (Limit(10, per=1),))
+    now = 1_700_000_000.123456
+    store.hit("k", rule, 3, now)
+    (name,) = raw.keys(f"{p}:*")
+    high, _ = struct.unpack("<dd", raw.get(name))
+    raw.set(name, struct.pack("<d", high), keepttl=True)
+    state: Any = high
+    for cost in (2, 0, 6, 5):
+        now += 0.01
+        got = store.hit("k", rule, cost, now)
+        news, want = evaluate(rule.algorithm, rule.limits, [state], now, cost)
+        assert_exactly(got, want, f"cost {cost}")
+        if news is not None:
+            state = news[0]
+    store.close()
+
+
 def test_infinite_retry_after_when_cost_exceeds_capacity(server_store: RedisStore) -> None:
     for algorithm in ALGORITHMS:
         limiter = RateLimiter("3/minute", algorithm=algorithm, store=server_store)
@@ -745,6 +770,16 @@ EDGE_CASES: dict[str, tuple[tuple[Limit, ...], list[tuple[str, float, float]]]] 
         [("hit", 0, 1)] * 4 + [("hit", 1, 1), ("hit", 1, 1), ("peek", 0, 2), ("hit", 0, 50)],
     ),
     "huge timestamps": ((Limit(7, per=0.3),), [("hit", 1e-7, 1)] * 9 + [("hit", 0.04, 1)] * 5),
+    "fast rate drained at a frozen clock, at epoch": (
+        (Limit(1_000_000, per=1),),
+        [("hit", 0, 1_000_000), ("hit", 0, 1), ("peek", 0, 0), ("hit", 2.4e-7, 1)]
+        + [("hit", 0, 1)] * 3
+        + [("hit", 1e-6, 1), ("hit", 0, 1), ("hit", 3e-6, 2), ("peek", 0, 1)],
+    ),
+    "a billion per second, at epoch (the clock slack is capped)": (
+        (Limit(10**9, per=1, burst=1000),),
+        [("hit", 0, 1000), ("hit", 0, 1), ("hit", 2.4e-7, 100), ("hit", 0, 300), ("hit", 0, 1)],
+    ),
 }
 
 
@@ -753,7 +788,7 @@ EDGE_CASES: dict[str, tuple[tuple[Limit, ...], list[tuple[str, float, float]]]] 
 def test_shared_table_lua_equals_python(url: str, algorithm: str, case: str) -> None:
     limits, steps = EDGE_CASES[case]
     store = RedisStore.from_url(url, prefix=prefix(), time_source="client")
-    now = 1.7e9 + 0.123456 if case == "huge timestamps" else 1_000_000.0
+    now = 1.7e9 + 0.123456 if case == "huge timestamps" or "epoch" in case else 1_000_000.0
     replay(store, Rule(algorithm, limits), steps, now, f"{case}: ")
     store.close()
 
