@@ -154,6 +154,8 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+# A pooled connection that fails its check: dead (a restart), or cut at the deadline.
+_CHECK_FAILED = (psycopg.Error, StoreUnavailable, OSError)
 
 
 @contextlib.contextmanager
@@ -231,7 +233,6 @@ class PostgresStore(PostgresCore):
             pool = ConnectionPool(
                 self._conninfo,
                 connection_class=_connection_class(self),
-                check=self._check,
                 **self.pool_kwargs(),
             )
         self.pool = pool
@@ -243,12 +244,6 @@ class PostgresStore(PostgresCore):
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
         conninfo, options = split_url(url, options)
         return cls(conninfo, **options)
-
-    def _check(self, conn: psycopg.Connection[Any]) -> None:
-        timeout = self.check_timeout()
-        if timeout is not None:
-            with _deadline(self, conn, timeout):
-                ConnectionPool.check_connection(conn)
 
     def _open(self) -> None:
         with self._lock:
@@ -283,14 +278,24 @@ class PostgresStore(PostgresCore):
                 attempt += 1
 
     def _getconn(self, started: float) -> psycopg.Connection[Any]:
-        """A pooled connection, waiting as `PostgresCore.waits` says."""
+        """A pooled connection, waiting as `PostgresCore.waits` says; checked first for a few
+        seconds after a failure, within the call's budget (the pool's own check loop could run
+        several checks and back off for a second)."""
         conn: psycopg.Connection[Any]
         for wait in self.waits(started):
             try:
                 conn = self.pool.getconn(wait)
-                return conn
             except PoolTimeout:
-                pass
+                continue
+            if not self.must_check():
+                return conn
+            try:
+                with _deadline(self, conn, self.round_trip_timeout(started)):
+                    ConnectionPool.check_connection(conn)
+            except _CHECK_FAILED:
+                self.pool.putconn(conn)  # dead or cut: the pool replaces it
+                continue
+            return conn
         raise self.no_connection(started)
 
     def _set_up(self, started: float) -> None:
@@ -402,12 +407,6 @@ class AsyncPostgresStore(PostgresCore):
         conninfo, options = split_url(url, options)
         return cls(conninfo, **options)
 
-    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        timeout = self.check_timeout()
-        if timeout is not None:
-            with _deadline(self, conn, timeout):
-                await AsyncConnectionPool.check_connection(conn)
-
     async def _get_pool(self) -> AsyncConnectionPool[Any]:
         pool = self._pool
         if pool is not None and self._opened:
@@ -421,7 +420,6 @@ class AsyncPostgresStore(PostgresCore):
             pool = AsyncConnectionPool(
                 self._conninfo,
                 connection_class=_async_connection_class(self),
-                check=self._check,
                 **self.pool_kwargs(),
             )
             await pool.open(wait=False)
@@ -466,9 +464,17 @@ class AsyncPostgresStore(PostgresCore):
         for wait in self.waits(started):
             try:
                 conn = await pool.getconn(wait)
-                return conn
             except PoolTimeout:
-                pass
+                continue
+            if not self.must_check():
+                return conn
+            try:
+                with _deadline(self, conn, self.round_trip_timeout(started)):
+                    await AsyncConnectionPool.check_connection(conn)
+            except _CHECK_FAILED:
+                await pool.putconn(conn)
+                continue
+            return conn
         raise self.no_connection(started)
 
     async def _set_up(self, pool: AsyncConnectionPool[Any], started: float) -> None:

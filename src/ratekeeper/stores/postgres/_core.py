@@ -91,9 +91,10 @@ MIGRATION_TIMEOUT = 30.0
 # How long pooled connections are checked before use after a failure (a restarted server leaves
 # dead ones in the pool).
 _SUSPECT_SECONDS = 5.0
-# The share of statement_timeout that a connection check, and a round trip however long its call
-# queued for a connection, always gets (an answer in a busy process may be read a little late).
+# The share of statement_timeout that a round trip always gets, however long its call queued for
+# a connection: while all is well, and in the seconds after a failure (see round_trip_timeout).
 _LEAST_SHARE = 0.5
+_SUSPECT_SHARE = 0.1
 # While the server is in doubt, callers wait for a connection in slices this long, re-checking
 # its health between them (how soon a caller notices that the server refuses connections).
 _SLICE = 0.05
@@ -411,21 +412,23 @@ class PostgresCore:
     # -- deadlines ------------------------------------------------------------------------------
 
     def round_trip_timeout(self, started: float, timeout: float | None = None) -> float:
-        """The client-side deadline of a statement of a call that started at ``started``: what
-        is left of its ``statement_timeout`` after the wait for a connection, but at least half
-        of it (a call that queued on a busy, healthy pool still gets time to be answered); or
-        ``timeout`` for a statement that needs its own (the migration's DDL)."""
+        """The client-side deadline of a statement (or connection check) of a call that started
+        at ``started``: what is left of its ``statement_timeout``, but at least a share of it —
+        half while all is well (a call that queued on a busy, healthy pool still gets time to be
+        answered), a tenth for a few seconds after a failure (a check and a round trip then fit
+        in the call's budget); or ``timeout`` for a statement with its own (the migration's
+        DDL)."""
         if timeout is not None:
             return timeout
         t = self.options.statement_timeout
-        return max(started + t - time.monotonic(), t * _LEAST_SHARE)
+        now = time.monotonic()
+        least = _SUSPECT_SHARE if now < self._suspect_until else _LEAST_SHARE
+        return max(started + t - now, t * least)
 
-    def check_timeout(self) -> float | None:
-        """How long checking a pooled connection may take, or None when it need not be
-        checked (it is, for a few seconds after a failure: a restart leaves dead ones)."""
-        if time.monotonic() < self._suspect_until:
-            return self.options.statement_timeout * _LEAST_SHARE
-        return None
+    def must_check(self) -> bool:
+        """Whether a pooled connection is checked before use: for a few seconds after a failure
+        (a restarted server leaves dead ones in the pool)."""
+        return time.monotonic() < self._suspect_until
 
     def waits(self, started: float) -> Iterator[float]:
         """How long to wait, slice after slice, for a pooled connection (or for another caller's
@@ -452,9 +455,15 @@ class PostgresCore:
                 end = started + o.statement_timeout
                 if now >= end and self._failed_at < started:
                     end = min(started + o.pool_timeout, self._progress_at + o.statement_timeout)
-            # In slices (noticing a refusing server at once) unless all is well: re-queueing
-            # after each slice costs a busy pool its first-come first-served order.
-            sliced = self.connect_error is not None or self._failing or not self._connected
+            # In slices (noticing a refusing server, or a failure, at once) unless all is well
+            # and the call is within its deadline: re-queueing after each slice costs a busy pool
+            # its first-come first-served order.
+            sliced = (
+                self.connect_error is not None
+                or self._failing
+                or not self._connected
+                or now >= started + o.statement_timeout
+            )
             refused = self.connect_error is not None and (
                 self._failing or not self._connected or self._failed_at >= started
             )
