@@ -9,6 +9,21 @@ from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, RateLimitExceeded, RateLimitTimeout, StoreUnavailable
 from ratekeeper.limiter import AsyncRateLimiter, RateLimiter
 from ratekeeper.limits import Limit, parse_limits
+from ratekeeper.registry import (
+    Registry,
+    acquire,
+    clone_limiter,
+    configure_limiter,
+    configure_store,
+    get_async_limiter,
+    get_limiter,
+    initialize_all_limiters,
+    initialize_limiter,
+    list_limiters,
+    list_stores,
+    load_config,
+    rate_limited,
+)
 
 __all__ = [
     "AsyncRateLimiter",
@@ -18,8 +33,21 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimitTimeout",
     "RateLimiter",
+    "Registry",
     "StoreUnavailable",
+    "acquire",
+    "clone_limiter",
+    "configure_limiter",
+    "configure_store",
+    "get_async_limiter",
+    "get_limiter",
+    "initialize_all_limiters",
+    "initialize_limiter",
+    "list_limiters",
+    "list_stores",
+    "load_config",
     "parse_limits",
+    "rate_limited",
 ]
 
 __version__ = "0.1.0"

@@ -16,14 +16,31 @@ made (at configuration time), never at the first request.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+import os
 import threading
-from collections.abc import Hashable
-from typing import Any
+from collections.abc import Callable, Generator, Hashable, Mapping
+from pathlib import Path
+from types import EllipsisType, TracebackType
+from typing import Any, ParamSpec, TypeVar
 
+from ratekeeper.config import (
+    BUILTIN_STORE,
+    Config,
+    LimiterDefinition,
+    StoreDefinition,
+    Where,
+    accepts_name,
+    clone_definition,
+    limiter_definition,
+    load,
+    store_definition,
+    unknown_name,
+)
 from ratekeeper.errors import ConfigError
-from ratekeeper.limiter import AsyncRateLimiter, RateLimiter
+from ratekeeper.limiter import AsyncPermit, AsyncRateLimiter, Limits, Permit, RateLimiter
 from ratekeeper.limits import Limit
 from ratekeeper.stores import (
     AsyncStore,
@@ -34,9 +51,31 @@ from ratekeeper.stores import (
 )
 from ratekeeper.stores.memory import AsyncMemoryStore, MemoryStore
 
-__all__ = ["DEFAULT_MAX_LIMITERS", "Registry", "StorePair", "StoreSpec"]
+__all__ = [
+    "DEFAULT_MAX_LIMITERS",
+    "Acquisition",
+    "Registry",
+    "StorePair",
+    "StoreSpec",
+    "acquire",
+    "clone_limiter",
+    "configure_limiter",
+    "configure_store",
+    "default_registry",
+    "get_async_limiter",
+    "get_limiter",
+    "initialize_all_limiters",
+    "initialize_limiter",
+    "list_limiters",
+    "list_stores",
+    "load_config",
+    "rate_limited",
+]
 
 log = logging.getLogger("ratekeeper")
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 StoreSpec = str | Store | AsyncStore | None
 DEFAULT_MAX_LIMITERS = 1024
@@ -45,9 +84,16 @@ DEFAULT_MAX_LIMITERS = 1024
 class StorePair:
     """One store, as a synchronous and an asyncio face (see the module docstring)."""
 
-    def __init__(self, spec: StoreSpec, *, memory: MemoryStore | None = None) -> None:
+    def __init__(
+        self,
+        spec: StoreSpec,
+        *,
+        memory: MemoryStore | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.spec = spec
         self.url: str | None = None
+        self.options = dict(options or {})  # keyword arguments of the stores built from the URL
         self._sync: Store | None = None
         self._async: AsyncStore | None = None
         self._owned: list[Any] = []  # what this pair built, and so closes
@@ -82,7 +128,7 @@ class StorePair:
                             f"store {self.spec!r} is an asyncio store; this needs a synchronous "
                             "store (or a URL)"
                         )
-                    self._sync = store_from_url(self.url)
+                    self._sync = store_from_url(self.url, **self.options)
                     self._owned.append(self._sync)
                 store = self._sync
         return store
@@ -98,7 +144,7 @@ class StorePair:
                             f"store {self.spec!r} is synchronous; this needs an asyncio store "
                             "(or a URL)"
                         )
-                    self._async = async_store_from_url(self.url)
+                    self._async = async_store_from_url(self.url, **self.options)
                     self._owned.append(self._async)
                 store = self._async
         return store
@@ -129,7 +175,7 @@ class StorePair:
 class Registry:
     """Stores and limiters for one application (several registries never share state)."""
 
-    def __init__(self, *, max_limiters: int = DEFAULT_MAX_LIMITERS) -> None:
+    def __init__(self, *, max_limiters: int = DEFAULT_MAX_LIMITERS, discover: bool = True) -> None:
         if isinstance(max_limiters, bool) or not isinstance(max_limiters, int) or max_limiters < 1:
             raise ConfigError(f"max_limiters must be a positive integer, got {max_limiters!r}")
         self.memory = MemoryStore()
@@ -137,6 +183,14 @@ class Registry:
         self._lock = threading.Lock()
         self._limiters: dict[Hashable, RateLimiter | AsyncRateLimiter] = {}
         self._warned = False
+        # Named stores and limiters: definitions, and what was built from them (see `Named`).
+        self._named_lock = threading.RLock()
+        self._discovery_lock = threading.Lock()
+        self._discovered = not discover  # zero configuration: read a file on first unknown name
+        self._store_defs: dict[str, StoreDefinition] = {}
+        self._limiter_defs: dict[str, LimiterDefinition] = {}
+        self._pairs: dict[str, StorePair] = {BUILTIN_STORE: StorePair(None, memory=self.memory)}
+        self._built: dict[tuple[str, bool], RateLimiter | AsyncRateLimiter] = {}
 
     def store(self, spec: StoreSpec = None) -> StorePair:
         """The store for ``spec``: this registry's memory store for ``None``, else a new pair."""
@@ -173,3 +227,394 @@ class Registry:
                     found = RateLimiter(limits, store=store.sync(), **options)
                 self._limiters[cache_key] = found
         return found
+
+    # -- named stores and limiters ----------------------------------------------------------
+
+    def configure_store(
+        self,
+        name: str,
+        url: str | Store | AsyncStore | None = None,
+        *,
+        replace: bool = False,
+        **options: Any,
+    ) -> None:
+        """Name a store: a URL (``options`` go to its constructor, but ``on_store_error``, which
+        applies to its limiters that do not set their own) or a store object. rate-sync's
+        ``engine=`` may give the kind: ``configure_store("local", engine="memory")``."""
+        where = Where(f"configure_store({name!r})", f"stores.{name}")
+        definition = store_definition(name, {"url": url, **options}, where)
+        self._apply(Config(stores={name: definition}), replace)
+
+    def configure_limiter(
+        self,
+        name: str,
+        limits: Limits | None = None,
+        *,
+        replace: bool = False,
+        **fields: Any,
+    ) -> None:
+        """Name a limiter: its limits (or another form of them, such as ``rate_per_second``),
+        ``store`` (a configured name, default the built-in ``"memory"``), ``timeout`` (the default
+        wait of `acquire` and `rate_limited`) and any `RateLimiter` argument."""
+        where = Where(f"configure_limiter({name!r})", f"limiters.{name}")
+        if limits is not None:
+            fields["limits"] = limits
+        definition = limiter_definition(name, fields, where)
+        self._apply(Config(limiters={name: definition}), replace)
+
+    def clone_limiter(
+        self, source: str, name: str, *, replace: bool = False, **fields: Any
+    ) -> None:
+        """Define ``name`` as a copy of ``source`` with some fields replaced (``limits=`` or another
+        form of limits replaces all of its limits)."""
+        where = Where(f"clone_limiter({source!r}, {name!r})", f"limiters.{name}")
+        definition = clone_definition(self._definition(source), name, fields, where)
+        self._apply(Config(limiters={name: definition}), replace)
+
+    def load_config(
+        self, path: str | os.PathLike[str] | None = None, *, replace: bool = False
+    ) -> Path | None:
+        """Read a TOML or YAML file (``None``: the one zero configuration finds) and define what
+        it names; returns the file read. Everything is checked before anything is applied: on
+        `ConfigError`, the registry is as it was. A name already defined (in code or by another
+        file) is an error unless ``replace``. Loading a file explicitly turns discovery off."""
+        config = load(path, defined=self._defined)
+        self._apply(config, replace)
+        self._discovered = True
+        return config.path
+
+    def get_limiter(self, name: str) -> RateLimiter:
+        """The `RateLimiter` named ``name`` (built on first use, then always the same object)."""
+        found = self._built.get((name, False))
+        if found is None:
+            found = self._build(name, asynchronous=False)
+        return found  # type: ignore[return-value]
+
+    def get_async_limiter(self, name: str) -> AsyncRateLimiter:
+        """The `AsyncRateLimiter` named ``name``: same store and same state as `get_limiter`'s."""
+        found = self._built.get((name, True))
+        if found is None:
+            found = self._build(name, asynchronous=True)
+        return found  # type: ignore[return-value]
+
+    def list_limiters(self) -> dict[str, dict[str, Any]]:
+        """``{name: settings}`` of every limiter, as plain values (after zero configuration)."""
+        self._discover()
+        with self._named_lock:
+            limiters = dict(self._limiter_defs)
+            stores = dict(self._store_defs)
+        shown = {}
+        for name, definition in sorted(limiters.items()):
+            settings = definition.settings()
+            store = stores.get(definition.store)
+            if "on_store_error" not in settings and store is not None and store.on_store_error:
+                settings["on_store_error"] = store.on_store_error
+            shown[name] = settings
+        return shown
+
+    def list_stores(self) -> dict[str, dict[str, Any]]:
+        """``{name: settings}`` of every store, the built-in ``"memory"`` included (passwords in
+        URLs masked)."""
+        self._discover()
+        with self._named_lock:
+            stores = dict(self._store_defs)
+        shown = {BUILTIN_STORE: {"url": "memory://"}}
+        shown.update((name, d.settings()) for name, d in sorted(stores.items()))
+        return shown
+
+    def initialize_limiter(self, name: str) -> None:
+        """Build the limiter now and check its store answers (`StoreUnavailable` otherwise), so
+        that a wrong file or an unreachable store fails at startup, not at the first request.
+        An asyncio-only store object is built but not pinged (that needs the event loop)."""
+        definition = self._definition(name)
+        pair = self._pair(definition.store)
+        if pair.url is None and pair._sync is None:  # an asyncio store object
+            self.get_async_limiter(name)
+            return
+        self.get_limiter(name).ping()
+
+    def initialize_all_limiters(self) -> None:
+        """`initialize_limiter` for every limiter (each store pinged once)."""
+        self._discover()
+        with self._named_lock:
+            definitions = sorted(self._limiter_defs.items())
+        pinged: set[str] = set()
+        for name, definition in definitions:
+            if definition.store in pinged:
+                self._build(name, asynchronous=not self._has_sync(name))
+            else:
+                self.initialize_limiter(name)
+                pinged.add(definition.store)
+
+    def acquire(
+        self,
+        name: str,
+        key: str | None = None,
+        *,
+        cost: float = 1,
+        timeout: float | EllipsisType | None = ...,
+    ) -> Acquisition:
+        """Wait until ``key`` (default: the name) may proceed under limiter ``name``, at most its
+        configured ``timeout`` unless ``timeout`` is given (`RateLimitTimeout` then). The result
+        is awaitable, an async context manager and a sync context manager (which blocks); a
+        concurrency slot is held until the block exits."""
+        self._definition(name)  # an unknown name fails here, not when awaited
+        return Acquisition(self, name, name if key is None else key, cost, timeout)
+
+    def rate_limited(
+        self,
+        name: str,
+        *,
+        key: str | Callable[..., str] | None = None,
+        cost: float | Callable[..., float] = 1,
+        timeout: float | EllipsisType | None = ...,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a function (``def`` or ``async def``, whose wrapper stays a coroutine
+        function) so that each call first waits under limiter ``name`` (see `acquire`).
+        ``key`` and ``cost`` are values or callables given the function's arguments. The name
+        is looked up at the first call, so a decorator may run before configuration."""
+
+        def decorate(function: Callable[P, R]) -> Callable[P, R]:
+            def arguments(args: Any, kwargs: Any) -> tuple[str, float]:
+                k = key(*args, **kwargs) if callable(key) else (name if key is None else key)
+                c = cost(*args, **kwargs) if callable(cost) else cost
+                return k, c
+
+            if inspect.iscoroutinefunction(function):
+
+                @functools.wraps(function)
+                async def waiting(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    k, c = arguments(args, kwargs)
+                    async with self.acquire(name, k, cost=c, timeout=timeout):
+                        return await function(*args, **kwargs)
+
+                return waiting  # type: ignore[return-value]
+
+            @functools.wraps(function)
+            def blocking(*args: P.args, **kwargs: P.kwargs) -> R:
+                k, c = arguments(args, kwargs)
+                with self.acquire(name, k, cost=c, timeout=timeout):
+                    return function(*args, **kwargs)
+
+            return blocking
+
+        return decorate
+
+    def close(self) -> None:
+        """Close the synchronous stores this registry built (asyncio ones need `aclose`)."""
+        with self._named_lock:
+            pairs = list(self._pairs.values())
+        for pair in pairs:
+            pair.close()
+
+    async def aclose(self) -> None:
+        """Close every store this registry built."""
+        with self._named_lock:
+            pairs = list(self._pairs.values())
+        for pair in pairs:
+            await pair.aclose()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _defined(self, table: str, name: str) -> bool:
+        if table == "stores":
+            return name == BUILTIN_STORE or name in self._store_defs
+        return name in self._limiter_defs
+
+    def _discover(self) -> None:
+        """Zero configuration: load the file found (if any) once, at the first need."""
+        if self._discovered:
+            return
+        with self._discovery_lock:
+            if not self._discovered:
+                self._apply(load(None, defined=self._defined), replace=False)
+                self._discovered = True
+
+    def _definition(self, name: str) -> LimiterDefinition:
+        definition = self._limiter_defs.get(name)
+        if definition is None:
+            self._discover()
+            definition = self._limiter_defs.get(name)
+            if definition is None:
+                raise ConfigError(unknown_name("limiter", name, self._limiter_defs))
+        return definition
+
+    def _apply(self, config: Config, replace: bool) -> None:
+        """Define what ``config`` holds, all or nothing: every check first, then the changes."""
+        with self._named_lock:
+            stores = {**self._store_defs, **config.stores}
+            for name, store in config.stores.items():
+                if name == BUILTIN_STORE:
+                    if store.url != "memory://" or store.options or store.on_store_error:
+                        raise ConfigError(
+                            f"{store.source}: [stores.{name}] {name!r} is the built-in memory "
+                            "store and cannot be redefined; choose another name"
+                        )
+                    del stores[name]
+                elif name in self._store_defs and not replace:
+                    raise ConfigError(self._duplicate("store", name, store.source))
+            for name, limiter in config.limiters.items():
+                if name in self._limiter_defs and not replace:
+                    raise ConfigError(self._duplicate("limiter", name, limiter.source))
+                if limiter.store != BUILTIN_STORE and limiter.store not in stores:
+                    known = [BUILTIN_STORE, *stores]
+                    raise ConfigError(
+                        f"{limiter.source}: [limiters.{name}] field 'store': "
+                        f"{unknown_name('store', limiter.store, known)}"
+                    )
+            # Checked: apply. Limiters built from a replaced definition are rebuilt when next
+            # asked for (those already handed out keep working on their store).
+            changed_stores = set(config.stores) & set(stores)
+            for name in changed_stores:
+                self._store_defs[name] = stores[name]
+                self._pairs.pop(name, None)
+            for name, definition in config.limiters.items():
+                self._limiter_defs[name] = definition
+            for (name, asynchronous), _ in list(self._built.items()):
+                definition = self._limiter_defs[name]
+                if name in config.limiters or definition.store in changed_stores:
+                    del self._built[(name, asynchronous)]
+
+    def _duplicate(self, kind: str, name: str, source: str) -> str:
+        defs: Mapping[str, Any] = self._store_defs if kind == "store" else self._limiter_defs
+        table = "stores" if kind == "store" else "limiters"
+        return (
+            f"{source}: [{table}.{name}] {kind} {name!r} is already defined (by "
+            f"{defs[name].source}); remove one, or pass replace=True"
+        )
+
+    def _pair(self, store: str) -> StorePair:
+        with self._named_lock:
+            pair = self._pairs.get(store)
+            if pair is None:
+                definition = self._store_defs[store]
+                if definition.obj is not None:
+                    pair = StorePair(definition.obj)
+                elif str(definition.url).lower().startswith("memory:"):
+                    pair = StorePair(self._made(definition, MemoryStore, **definition.options))
+                else:
+                    pair = StorePair(definition.url, options=definition.options)
+                self._pairs[store] = pair
+            return pair
+
+    def _has_sync(self, name: str) -> bool:
+        pair = self._pair(self._limiter_defs[name].store)
+        return pair.url is not None or pair._sync is not None
+
+    def _build(self, name: str, *, asynchronous: bool) -> RateLimiter | AsyncRateLimiter:
+        """Build the limiter ``name`` once (threads asking at the same time get one object)."""
+        self._definition(name)
+        with self._named_lock:
+            found = self._built.get((name, asynchronous))
+            if found is not None:
+                return found
+            definition = self._limiter_defs[name]
+            options = dict(definition.options)
+            store = self._store_defs.get(definition.store)
+            if "on_store_error" not in options and store is not None and store.on_store_error:
+                options["on_store_error"] = store.on_store_error
+            if accepts_name():
+                options["name"] = name
+            pair = self._pair(definition.store)
+            if store is not None:
+                face = self._made(store, pair.async_ if asynchronous else pair.sync)
+            else:
+                face = pair.async_() if asynchronous else pair.sync()
+            limits = definition.limits
+            if asynchronous:
+                found = self._made(definition, AsyncRateLimiter, limits, store=face, **options)
+            else:
+                found = self._made(definition, RateLimiter, limits, store=face, **options)
+            self._built[(name, asynchronous)] = found
+            return found
+
+    @staticmethod
+    def _made(definition: Any, make: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``make(...)``, a failure named by the definition it was built from (`ConfigError`)."""
+        try:
+            return make(*args, **kwargs)
+        except (ConfigError, TypeError, ValueError) as exc:
+            table = "stores" if isinstance(definition, StoreDefinition) else "limiters"
+            raise ConfigError(f"{definition.source}: [{table}.{definition.name}] {exc}") from exc
+
+
+class Acquisition:
+    """What `Registry.acquire` returns: ``await`` it, or use ``async with`` / ``with``.
+
+    The limiter is looked up when the wait starts: the asyncio face for ``await`` and ``async
+    with``, the synchronous one for ``with``.
+    """
+
+    __slots__ = ("_async", "_cost", "_key", "_name", "_permit", "_registry", "_timeout")
+
+    def __init__(
+        self,
+        registry: Registry,
+        name: str,
+        key: str,
+        cost: float,
+        timeout: float | EllipsisType | None,
+    ) -> None:
+        self._registry, self._name, self._key, self._cost = registry, name, key, cost
+        self._timeout = timeout
+        self._permit: Permit | None = None
+        self._async: Any = None
+
+    def _wait_for(self) -> float | None:
+        if self._timeout is ...:
+            return self._registry._definition(self._name).timeout
+        return self._timeout
+
+    def _waiting(self) -> Any:
+        limiter = self._registry.get_async_limiter(self._name)
+        return limiter.acquire(self._key, self._cost, self._wait_for())
+
+    def __await__(self) -> Generator[Any, None, AsyncPermit]:
+        permit: AsyncPermit = yield from self._waiting().__await__()
+        return permit
+
+    async def __aenter__(self) -> AsyncPermit:
+        self._async = self._waiting()
+        permit: AsyncPermit = await self._async.__aenter__()
+        return permit
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        waiting, self._async = self._async, None
+        if waiting is not None:
+            await waiting.__aexit__(exc_type, exc, tb)
+
+    def __enter__(self) -> Permit:
+        limiter = self._registry.get_limiter(self._name)
+        self._permit = limiter.acquire(self._key, self._cost, self._wait_for())
+        return self._permit
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        permit, self._permit = self._permit, None
+        if permit is not None:
+            permit.__exit__(exc_type, exc, tb)
+
+
+# The default registry, and its methods as the module-level functions of `ratekeeper`.
+default_registry = Registry()
+configure_store = default_registry.configure_store
+configure_limiter = default_registry.configure_limiter
+clone_limiter = default_registry.clone_limiter
+get_limiter = default_registry.get_limiter
+get_async_limiter = default_registry.get_async_limiter
+list_limiters = default_registry.list_limiters
+list_stores = default_registry.list_stores
+load_config = default_registry.load_config
+initialize_limiter = default_registry.initialize_limiter
+initialize_all_limiters = default_registry.initialize_all_limiters
+acquire = default_registry.acquire
+rate_limited = default_registry.rate_limited

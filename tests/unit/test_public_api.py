@@ -13,8 +13,21 @@ def test_exported_names():
         "RateLimitExceeded",
         "RateLimitTimeout",
         "RateLimiter",
+        "Registry",
         "StoreUnavailable",
+        "acquire",
+        "clone_limiter",
+        "configure_limiter",
+        "configure_store",
+        "get_async_limiter",
+        "get_limiter",
+        "initialize_all_limiters",
+        "initialize_limiter",
+        "list_limiters",
+        "list_stores",
+        "load_config",
         "parse_limits",
+        "rate_limited",
     }
     for name in ratekeeper.__all__:
         assert getattr(ratekeeper, name).__module__.startswith("ratekeeper.")
