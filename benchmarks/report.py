@@ -11,12 +11,9 @@ import statistics
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from benchmarks.adapters import AMOUNT, FAMILIES, LIBRARIES
-
-if TYPE_CHECKING:
-    from benchmarks.run import Row, Settings
+from benchmarks.results import SECTIONS, Row, Settings, fmt
 
 CHART_SECTIONS = (
     "Memory, sync, 1 key",
@@ -85,7 +82,6 @@ def write_report(
 
 
 def markdown(rows: Sequence[Row], settings: Settings, elapsed: float, png: str) -> str:
-    from benchmarks.run import SECTIONS
 
     out = [
         "# Benchmarks",
@@ -112,14 +108,6 @@ def markdown(rows: Sequence[Row], settings: Settings, elapsed: float, png: str) 
     return "\n".join(out).rstrip() + "\n"
 
 
-def fmt(value: float, unit: str) -> str:
-    if unit == "ns":
-        return f"{value / 1000:,.1f} µs" if value >= 10_000 else f"{value:,.0f} ns"
-    if unit == "dec/s":
-        return f"{value:,.0f}/s"
-    return f"{value:,.0f} B"
-
-
 def ratio(row: Row, reference: Row) -> float:
     """How many times ratekeeper's cost ``row`` is (above 1: ratekeeper leads).
 
@@ -138,7 +126,6 @@ def ratio(row: Row, reference: Row) -> float:
 
 
 def summary_table(rows: Sequence[Row]) -> str:
-    from benchmarks.run import SECTIONS
 
     lines = [
         "| case | algorithm | ratekeeper | fastest peer | peer | ratekeeper leads by |",

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,90 +33,27 @@ from benchmarks.measure import (
     threads_rate,
 )
 from benchmarks.redis_server import RedisServer
+from benchmarks.report import write_report
+from benchmarks.results import (
+    CACHE,
+    FULL,
+    MEM_KEY,
+    MEM_MANY,
+    MEM_ONE,
+    RED_ASYNC,
+    RED_MANY,
+    RED_ONE,
+    SMOKE,
+    THR_MANY,
+    THR_ONE,
+    UNITS,
+    Row,
+    Settings,
+    fmt,
+    log,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# Section titles, in report order. The unit says how to read (and compare) the numbers.
-MEM_ONE = "Memory, sync, 1 key"
-MEM_MANY = "Memory, sync, 10,000 keys"
-THR_ONE = "Memory, 8 threads, 1 key"
-THR_MANY = "Memory, 8 threads, 10,000 keys"
-MEM_KEY = "Memory per key (100,000 keys)"
-RED_ONE = "Redis, sync, 1 key"
-RED_MANY = "Redis, sync, 10,000 keys"
-RED_ASYNC = "Redis, asyncio, 50 tasks, 10,000 keys"
-CACHE = "Redis, hot abusive key (over-limit local cache)"
-SECTIONS = (MEM_ONE, MEM_MANY, THR_ONE, THR_MANY, MEM_KEY, RED_ONE, RED_MANY, RED_ASYNC, CACHE)
-UNITS = {
-    MEM_ONE: "ns",
-    MEM_MANY: "ns",
-    THR_ONE: "dec/s",
-    THR_MANY: "dec/s",
-    MEM_KEY: "B/key",
-    RED_ONE: "ns",
-    RED_MANY: "ns",
-    RED_ASYNC: "dec/s",
-    CACHE: "dec/s",
-}
-HIGHER_IS_BETTER = {"dec/s"}
-
-
-@dataclass(frozen=True)
-class Settings:
-    mem_n: int  # decisions per sample, memory cases
-    threads_n: int
-    redis_n: int
-    async_n: int
-    cache_n: int
-    keys_for_memory: int
-    repeats: int
-    warmup: int  # decisions before the first sample
-
-
-FULL = Settings(
-    mem_n=2_500,
-    threads_n=8_000,
-    redis_n=600,
-    async_n=2_000,
-    cache_n=2_000,
-    keys_for_memory=100_000,
-    repeats=11,
-    warmup=1_000,
-)
-SMOKE = Settings(
-    mem_n=200,
-    threads_n=400,
-    redis_n=40,
-    async_n=200,
-    cache_n=100,
-    keys_for_memory=500,
-    repeats=2,
-    warmup=20,
-)
-
-
-@dataclass
-class Row:
-    section: str
-    family: str
-    library: str
-    algorithm: str
-    value: float  # median
-    spread: float  # (max - min) / median
-    unit: str
-    samples: list[float] = field(default_factory=list)  # one per repeat, in repeat order
-
-
-def log(text: str) -> None:
-    print(text, flush=True)
-
-
-def fmt(value: float, unit: str) -> str:
-    if unit == "ns":
-        return f"{value / 1000:,.2f} µs" if value >= 10_000 else f"{value:,.0f} ns"
-    if unit == "dec/s":
-        return f"{value:,.0f}/s"
-    return f"{value:,.0f} B"
 
 
 class Runner:
@@ -437,8 +374,6 @@ def run(argv: Sequence[str] | None = None) -> list[Row]:
 
     output = args.output if args.output is not None else (None if args.smoke else ROOT / "docs")
     if output is not None:
-        from benchmarks.report import write_report
-
         md, png = write_report(runner.rows, output, settings, elapsed)
         log(f"== wrote {md} and {png}")
     if args.json is not None:

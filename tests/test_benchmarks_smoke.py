@@ -38,7 +38,7 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, object]]:
 
 
 def test_every_case_has_rows(rows: list[dict[str, object]]) -> None:
-    from benchmarks.run import CACHE, SECTIONS
+    from benchmarks.results import CACHE, SECTIONS
 
     for section in SECTIONS:
         assert any(row["section"] == section for row in rows), f"no rows for {section!r}"
@@ -48,7 +48,7 @@ def test_every_case_has_rows(rows: list[dict[str, object]]) -> None:
 
 def test_every_library_runs_every_algorithm_it_offers(rows: list[dict[str, object]]) -> None:
     from benchmarks.adapters import FAMILIES, LIMITS_MEMORY, PYRATE, THROTTLED
-    from benchmarks.run import MEM_KEY, MEM_MANY, MEM_ONE, RED_ASYNC, RED_MANY, RED_ONE, THR_ONE
+    from benchmarks.results import MEM_KEY, MEM_MANY, MEM_ONE, RED_ASYNC, RED_MANY, RED_ONE, THR_ONE
 
     def libraries(section: str, family: str) -> set[object]:
         return {r["library"] for r in rows if r["section"] == section and r["family"] == family}
