@@ -40,7 +40,13 @@ class GCRA(Algorithm):
     def apply(self, state: State, now: float, cost: float, limit: Limit) -> tuple[State, Decision]:
         interval = limit.interval
         capacity = limit.capacity
-        backlog = _backlog(state, now)
+        if state.__class__ is tuple:  # _backlog(state, now) inlined for the common case
+            high, low = state
+            backlog = (high - now) + low
+            if not backlog > 0.0:
+                backlog = 0.0
+        else:
+            backlog = _backlog(state, now)
         # the float slack, as in the token bucket
         slack = limit.rate * (now if now >= 0.0 else -now) * EPS_CLOCK
         slack = EPS_UNITS + (slack if slack < MAX_CLOCK_SLACK else MAX_CLOCK_SLACK)
@@ -50,10 +56,11 @@ class GCRA(Algorithm):
             # the new TAT, now + after, as an exact sum of two floats (Knuth's TwoSum)
             high = now + after
             part = high - now
-            new = (high, (now - (high - part)) + (after - part))
+            low = (now - (high - part)) + (after - part)
             # remaining: computed from the new state exactly as the next admission will be
-            left = (capacity - _backlog(new, now) / interval) + slack
-            return new, Decision(
+            ahead = (high - now) + low  # _backlog((high, low), now), inlined
+            left = (capacity - (ahead if ahead > 0.0 else 0.0) / interval) + slack
+            return (high, low), Decision(
                 True,
                 limit.amount,
                 int(left) if left > 0.0 else 0,
