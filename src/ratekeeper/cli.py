@@ -1,4 +1,6 @@
-"""``python -m ratekeeper demo``: each algorithm admitting and denying a burst, memory store."""
+"""The ``ratekeeper`` command: ``demo`` (each algorithm admitting and denying a burst),
+``migrate URL`` (a PostgreSQL store's schema), ``check-config [PATH]`` (check a configuration file
+and print what it defines) and ``limiters`` (the limiters of the file zero configuration finds)."""
 
 from __future__ import annotations
 
@@ -54,9 +56,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("url", help="postgresql://user:password@host/db")
     migrate.add_argument("--schema", default="public")
     migrate.add_argument("--table-prefix", default="ratekeeper_")
+    check = sub.add_parser(
+        "check-config", help="check a configuration file and print the limiters it defines"
+    )
+    check.add_argument(
+        "path", nargs="?", help="the file (default: $RATEKEEPER_CONFIG, ratekeeper.toml, ...)"
+    )
+    sub.add_parser("limiters", help="list the limiters of the configuration file found")
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return _migrate(args.url, args.schema, args.table_prefix)
+    if args.command in ("check-config", "limiters"):
+        return _show_config(args.command, getattr(args, "path", None))
     if args.command == "demo":
         try:
             demo(sys.stdout)
@@ -82,3 +93,42 @@ def _migrate(url: str, schema: str, table_prefix: str) -> int:
         return 1
     print("schema applied" if changed else "schema already current")
     return 0
+
+
+def _show_config(command: str, path: str | None) -> int:
+    """``check-config``: load the file (every check), then print its stores and limiters.
+    ``limiters``: one line per limiter of the discovered file."""
+    from ratekeeper.config import DISCOVERY
+    from ratekeeper.errors import ConfigError
+    from ratekeeper.registry import Registry
+
+    registry = Registry(discover=False)
+    try:
+        found = registry.load_config(path)
+    except ConfigError as exc:
+        print(f"ratekeeper {command}: {exc}", file=sys.stderr)
+        return 1
+    if found is None and command == "check-config":
+        print(
+            f"ratekeeper {command}: no configuration file: $RATEKEEPER_CONFIG is not set and "
+            f"there is no {', '.join(DISCOVERY)} (with [tool.ratekeeper]) here",
+            file=sys.stderr,
+        )
+        return 1
+    limiters = registry.list_limiters()
+    if command == "limiters":
+        for name, settings in limiters.items():
+            print(f"{name}\t{settings['limits']}\t{settings['algorithm']}\t{settings['store']}")
+        return 0
+    print(f"{found}: ok")
+    print("stores:")
+    for name, settings in registry.list_stores().items():
+        print(f"  {name}: {_fields(settings)}")
+    print("limiters:")
+    for name, settings in limiters.items():
+        print(f"  {name}: {_fields(settings)}")
+    return 0
+
+
+def _fields(settings: dict[str, object]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in settings.items() if value is not None)
