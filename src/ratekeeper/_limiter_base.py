@@ -14,7 +14,7 @@ import math
 import numbers
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
@@ -24,6 +24,7 @@ from ratekeeper.algorithms import INF, Algorithm
 from ratekeeper.clock import Clock, system_clock
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, RateLimitExceeded, RateLimitTimeout, StoreUnavailable
+from ratekeeper.events import Event, EventKind, Observer, Result
 from ratekeeper.limits import Limit, to_limits
 from ratekeeper.metrics import Counters, LimiterMetrics
 from ratekeeper.stores import AsyncStore, Rule, Store
@@ -75,6 +76,9 @@ class LimiterCore:
         on_store_error: OnStoreError = "raise",
         local_cache: bool | int = False,
         name: str | None = None,
+        observers: Iterable[Observer] = (),
+        shadow: bool = False,
+        shadow_limits: Limits | None = None,
     ) -> None:
         self.rule = Rule(algorithm, to_limits(limits))  # type: ignore[arg-type]
         self.limits: tuple[Limit, ...] = self.rule.limits
@@ -121,9 +125,24 @@ class LimiterCore:
             )
         # The exact over-limit cache (see ratekeeper._local_cache): denials answered locally.
         self._cache = OverLimitCache(size) if size else None
+        if not isinstance(shadow, bool):
+            raise ConfigError(f"shadow must be True or False, got {shadow!r}")
+        self.shadow = shadow
+        # Candidate limits, evaluated beside the enforced ones on their own state, never denying.
+        self.shadow_rule = (
+            None
+            if shadow_limits is None
+            else Rule(self.rule.algorithm, to_limits(shadow_limits), namespace="shadow:")  # type: ignore[arg-type]
+        )
+        self._observers: list[Observer] = []
+        for observer in observers:
+            self.add_observer(observer)
+        self._replan()
+        self._last_observer_error = -INF
         self._owns_store = store is None or isinstance(store, str)
         self._last_warning = -INF
         self._open(store)
+        self.store_kind = store_kind(self.store)
         supported = getattr(self.store, "algorithms", None)  # stores with server-side ports
         if supported is not None and self.rule.algorithm.name not in supported:
             raise ConfigError(
@@ -174,13 +193,116 @@ class LimiterCore:
             raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
         return key, value
 
+    @property
+    def plain(self) -> bool:
+        """No cache, observer or shadow evaluation: ``hit`` takes its shortest path."""
+        return self._plain
+
+    def _replan(self) -> None:
+        self._plain = (
+            self._cache is None
+            and not self._observers
+            and not self.shadow
+            and self.shadow_rule is None
+        )
+
+    def add_observer(self, observer: Observer) -> None:
+        """Send this limiter's events to ``observer`` too (see `ratekeeper.events`)."""
+        if not callable(getattr(observer, "observe", None)):
+            raise ConfigError(f"an observer needs an observe(event) method, got {observer!r}")
+        if observer not in self._observers:
+            self._observers.append(observer)
+        self._replan()
+
+    def _emit(
+        self,
+        kind: EventKind,
+        key: str,
+        result: Result,
+        decision: Decision | None,
+        store_seconds: float = 0.0,
+        wait_seconds: float = 0.0,
+        error: str = "",
+    ) -> None:
+        """Deliver one event to every observer; one that raises is logged, never propagated."""
+        event = Event(
+            kind,
+            self.name,
+            self.algorithm,
+            self.store_kind,
+            key,
+            result,
+            decision,
+            time.time(),
+            store_seconds,
+            wait_seconds,
+            self._counters.in_flight,
+            error,
+            result == "shadow_denied",
+        )
+        for observer in self._observers:
+            try:
+                observer.observe(event)
+            except Exception:
+                now = time.monotonic()
+                if now - self._last_observer_error >= _LOG_EVERY:
+                    self._last_observer_error = now
+                    log.exception("ratekeeper: observer %r raised; skipped", observer)
+
+    def _settle(
+        self,
+        key: str,
+        decision: Decision | None,
+        error: StoreUnavailable | None,
+        candidate: Decision | None,
+        store_seconds: float,
+    ) -> Decision:
+        """Everything after the store answered (or failed), on the watched path: the fallback,
+        shadow mode, candidate limits, counting and events."""
+        if error is not None:
+            try:
+                decision = self._fallback(error)
+            except StoreUnavailable:
+                if self._observers:
+                    self._emit("hit", key, "error", None, store_seconds, error=_error_word(error))
+                raise
+            if self._observers:
+                self._emit("hit", key, "error", decision, store_seconds, error=_error_word(error))
+            return decision
+        assert decision is not None
+        result: Result
+        if not decision.allowed and self.shadow:
+            result, decision = "shadow_denied", _shadowed(decision)
+        elif candidate is not None and decision.allowed and not candidate.allowed:
+            result = "shadow_denied"
+        else:
+            result = "allowed" if decision.allowed else "denied"
+        next(
+            self._counters.shadow_denied
+            if result == "shadow_denied"
+            else self._n_allowed
+            if result == "allowed"
+            else self._n_denied
+        )
+        if self._observers:
+            self._emit("hit", key, result, decision, store_seconds)
+        return decision
+
+    def _peeked(self, decision: Decision | None, error: StoreUnavailable | None) -> Decision:
+        """What ``peek`` answers: what ``hit`` would, counting and reporting nothing."""
+        if error is not None:
+            return self._fallback(error, counted=False)
+        assert decision is not None
+        return _shadowed(decision) if self.shadow and not decision.allowed else decision
+
     def metrics(self) -> LimiterMetrics:
         """What this limiter has done so far (exact across threads)."""
         return self._counters.snapshot(self.name)
 
-    def _fallback(self, exc: StoreUnavailable) -> Decision:
+    def _fallback(self, exc: StoreUnavailable, *, counted: bool = True) -> Decision:
         """The decision given when the store is unreachable, by ``on_store_error``."""
-        next(self._counters.store_errors)
+        if counted:
+            next(self._counters.store_errors)
         if self.on_store_error == "raise":
             raise exc
         now = time.monotonic()
@@ -211,10 +333,16 @@ class LimiterCore:
         start = self.clock()
         try:
             result = yield from self._wait_flow(key, cost, timeout, start)
-        except RateLimitTimeout:
-            self._counters.waited(self.clock() - start, acquired=False)
+        except RateLimitTimeout as exc:
+            waited = self.clock() - start
+            self._counters.waited(waited, acquired=False)
+            if self._observers:
+                self._emit("timeout", key, "denied", exc.decision, wait_seconds=waited)
             raise
-        self._counters.waited(self.clock() - start, acquired=True)
+        waited = self.clock() - start
+        self._counters.waited(waited, acquired=True)
+        if self._observers:
+            self._emit("acquire", key, "allowed", result[0], wait_seconds=waited)
         return result
 
     def _wait_flow(self, key: str, cost: float, timeout: float | None, start: float) -> Flow:
@@ -253,9 +381,15 @@ class LimiterCore:
                 yield SLEEP, decision.retry_after
         except BaseException:
             if lease_id is not None:
-                self._counters.slots(-1)
+                self._released(key)
                 yield RELEASE, lease_id
             raise
+
+    def _released(self, key: str) -> None:
+        """A concurrency slot of ``key`` is given back."""
+        self._counters.slots(-1)
+        if self._observers:
+            self._emit("release", key, "allowed", None)
 
 
 class PermitBase(Decision):
@@ -281,7 +415,7 @@ class PermitBase(Decision):
         """The lease to give back, once (release is idempotent)."""
         lease_id, self._lease_id = self._lease_id, None
         if lease_id is not None:
-            self._limiter._counters.slots(-1)
+            self._limiter._released(self._key)
         return lease_id
 
 
@@ -312,3 +446,34 @@ class AsyncAcquire(Generic[P]):
     ) -> None:
         if self._permit is not None:
             await self._permit.__aexit__(exc_type, exc, tb)  # type: ignore[attr-defined]
+
+
+def _shadowed(decision: Decision) -> Decision:
+    """What shadow mode answers for a would-be denial: allowed, with the budget as it is."""
+    return Decision(
+        True,
+        decision.limit,
+        decision.remaining,
+        decision.reset_after,
+        0.0,
+        0.0,
+        decision.policy,
+        False,
+        decision.details,
+    )
+
+
+def _error_word(error: BaseException) -> str:
+    """The short name of a store failure for events: the cause's class, e.g. 'TimeoutError'."""
+    cause = error.__cause__ or error
+    return type(cause).__name__
+
+
+def store_kind(store: object) -> str:
+    """A store's kind for metrics: its ``kind`` attribute, else from its class name
+    (``AsyncRedisStore`` -> ``redis``)."""
+    kind = getattr(store, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    name = type(store).__name__.lower().removeprefix("async").removesuffix("store")
+    return name or "custom"

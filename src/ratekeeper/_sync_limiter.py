@@ -11,6 +11,7 @@ is in `_limiter_base`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, TypeAlias
 
 from ratekeeper._drive import drive
@@ -53,45 +54,53 @@ class RateLimiter(LimiterCore):
         """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial."""
         if type(key) is not str or type(cost) not in FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
-        if self._cache is not None:
-            decision = self._cached(self.store.hit, key, cost)
-        else:
-            try:
-                decision = self.store.hit(key, self.rule, cost, self.clock())
-            except StoreUnavailable as exc:
-                decision = self._fallback(exc)
+        if not self._plain:
+            return self._watched(self.store.hit, key, cost, counted=True)
+        try:
+            decision = self.store.hit(key, self.rule, cost, self.clock())
+        except StoreUnavailable as exc:
+            return self._fallback(exc)
         next(self._n_allowed if decision.allowed else self._n_denied)
         return decision
 
     def peek(self, key: str, cost: float = 1) -> Decision:
         """What :meth:`hit` would answer now, consuming nothing."""
         key, cost = self._checked(key, cost)
-        if self._cache is not None:
-            return self._cached(self.store.peek, key, cost)
-        try:
-            return self.store.peek(key, self.rule, cost, self.clock())
-        except StoreUnavailable as exc:
-            return self._fallback(exc)
+        return self._watched(self.store.peek, key, cost, counted=False)
 
-    def _cached(
+    def _watched(
         self,
         call: Callable[..., Decision],
         key: str,
         cost: float,
+        *,
+        counted: bool,
     ) -> Decision:
-        """``hit`` or ``peek`` with the over-limit cache: a known denial is answered locally."""
-        assert self._cache is not None
+        """``hit`` (``counted``) or ``peek`` with the over-limit cache, shadow evaluation,
+        counting and events (see `LimiterCore._settle`)."""
         now = self.clock()
-        local = self._cache.check(key, cost, now)
-        if local is not None:
-            return local
-        try:
-            decision = call(key, self.rule, cost, now)
-        except StoreUnavailable as exc:
-            return self._fallback(exc)
-        if not decision.allowed:
-            self._cache.record(key, cost, now, decision)
-        return decision
+        cache = self._cache
+        decision = None if cache is None else cache.check(key, cost, now)
+        error = None
+        started = perf_counter()
+        if decision is None:
+            try:
+                decision = call(key, self.rule, cost, now)
+            except StoreUnavailable as exc:
+                error = exc
+            else:
+                if cache is not None and not decision.allowed:
+                    cache.record(key, cost, now, decision)
+        elapsed = perf_counter() - started
+        candidate = None
+        if self.shadow_rule is not None and error is None:
+            try:
+                candidate = call(key, self.shadow_rule, cost, now)
+            except StoreUnavailable:
+                candidate = None  # the candidate limits are advisory: never fail a request
+        if not counted:
+            return self._peeked(decision, error)
+        return self._settle(key, decision, error, candidate, elapsed)
 
     def enforce(self, key: str, cost: float = 1) -> Decision:
         """Like :meth:`hit`, but raise :class:`RateLimitExceeded` on denial."""

@@ -251,3 +251,30 @@ async def test_async_tasks_admit_exactly_the_limit(async_store):
 
 def test_health_check(store):
     store.ping()
+
+
+def test_shadow_mode_and_candidate_limits_on_every_store(store):
+    """Shadow mode never denies yet consumes like enforcing; candidate limits keep their own
+    state and only count would-be denials."""
+    clock = FakeClock(1_700_000_040.0)
+    k = key()
+    shadow = RateLimiter("3/minute", shadow=True, store=store, clock=clock)
+    reference = RateLimiter("3/minute", store=MemoryStore(), clock=clock)
+    got = [shadow.hit(k) for _ in range(5)]
+    want = [reference.hit(k) for _ in range(5)]
+    assert all(got) and [d.remaining for d in got] == [d.remaining for d in want]
+    assert shadow.metrics().shadow_denied == 2
+    k = key()
+    candidate = RateLimiter("5/minute", shadow_limits="2/minute", store=store, clock=clock)
+    assert [bool(candidate.hit(k)) for _ in range(6)] == [True] * 5 + [False]
+    metrics = candidate.metrics()
+    assert (metrics.allowed, metrics.shadow_denied, metrics.denied) == (2, 3, 1)
+    assert RateLimiter("2/minute", store=store, clock=clock).hit(k)  # not the candidate's state
+
+
+async def test_async_shadow_mode_on_every_store(async_store):
+    clock = FakeClock(1_700_000_040.0)
+    shadow = AsyncRateLimiter("2/minute", shadow=True, store=async_store, clock=clock)
+    k = key()
+    assert all([await shadow.hit(k) for _ in range(4)])
+    assert shadow.metrics().shadow_denied == 2

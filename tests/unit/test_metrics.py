@@ -58,11 +58,8 @@ def test_store_errors_are_counted_under_every_policy(policy: str) -> None:
             assert policy == "raise"
     metrics = limiter.metrics()
     assert metrics.store_errors == 3
-    assert (metrics.allowed, metrics.denied) == {
-        "allow": (3, 0),
-        "deny": (0, 3),
-        "raise": (0, 0),
-    }[policy]
+    # a fallback is a store error, not a decision of the limits (Prometheus: result="error")
+    assert (metrics.allowed, metrics.denied) == (0, 0)
 
 
 def test_acquire_counts_waits_timeouts_and_slots() -> None:
