@@ -8,6 +8,7 @@ import asyncio
 import math
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -61,7 +62,7 @@ def test_default_timeouts_are_short() -> None:
         "socket_connect_timeout": 0.5,
         "retries": 1,
         "max_connections": 64,
-        "pool_timeout": 1.0,
+        "pool_timeout": 0.5,
     }
 
 
@@ -257,8 +258,8 @@ def test_cluster_keys_of_one_decision_share_a_slot() -> None:
     store = RedisStore.from_url(env_url("RATEKEEPER_REDIS_CLUSTER_URL"), prefix=p)
     limiter = RateLimiter("2/second;10/minute;100/day", store=store, max_concurrent=2)
     with limiter.acquire("tenant{7}"):
-        args = store.limit_command("tenant{7}", limiter.rule, 1, 0, True)[1]
-        keys = [*args[1 : 1 + args[0]], store.acquire_command("tenant{7}", "x", 1, 1, 0)[1]]
+        args = store.limit_command("tenant{7}", limiter.rule, 1, 0, True, b"")[1]
+        keys = [*args[1 : 1 + args[0]], store.acquire_command("tenant{7}", "x", 1, 1, 0, b"")[1]]
         client = store._client
         slots = {client.keyslot(key) for key in keys}
         assert len(slots) == 1
@@ -531,9 +532,24 @@ class PrivateRedis:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            if self.frozen:
+                self.thaw()
             self.process.terminate()
             self.process.wait(10)
         self.process = None
+
+    frozen = False
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its sockets (the kernel still accepts) but answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self.frozen = False
 
 
 @pytest.fixture

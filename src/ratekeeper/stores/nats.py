@@ -21,10 +21,17 @@ Expiry: each limit state records when it is fully replenished and is dropped on 
 of its entry after that; the bucket is created with ``ttl`` (max age, default one day) so that an
 entry idle that long disappears. ``ttl`` must be at least the longest period you use.
 
-A server that is down or restarting raises :class:`~ratekeeper.StoreUnavailable` at once while the
-client is reconnecting, or after ``timeout`` (0.5 s) for a request; the client reconnects by
-itself. A bad URL, an unreachable host or refused credentials raise `StoreUnavailable` at first
-use (or ``ping()``) within ``connect_timeout`` (1 s).
+Deadline: every call (a decision with its CAS retries, a reset, a lease) finishes within
+``timeout`` (0.5 s) of its start, the wait for its key's turn and for the connection included,
+however many callers wait, or raises :class:`~ratekeeper.StoreUnavailable`. A server that is
+down or restarting raises at once while the client is reconnecting; the client reconnects by
+itself (``connect_timeout``, 1 s, bounds each attempt in the background). A bad URL, an
+unreachable host or refused credentials raise `StoreUnavailable` at first use (or ``ping()``).
+
+Event loops: the connection belongs to the loop that opened it. The store may be used from
+several loops one after the other (``asyncio.run`` per request): the first call in a new loop
+connects again, and ``asyncio.run``'s shutdown of the old loop closes the old connection. (A
+connection passed as ``nc=`` is the caller's, used as it is.)
 """
 
 from __future__ import annotations
@@ -32,11 +39,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import random
 import threading
-from collections.abc import Callable, Coroutine
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -64,6 +74,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
+_LOOP_SLACK = 0.1  # seconds a sync caller waits beyond the deadline for the loop thread's answer
+_clock = time.monotonic  # deadlines: monotonic seconds
 _CONFLICT = nats.js.errors.KeyWrongLastSequenceError
 _MISSING = nats.js.errors.KeyNotFoundError  # KeyDeletedError included
 
@@ -177,6 +189,8 @@ class AsyncNatsStore:
         self._locks: dict[str, list[Any]] = {}  # kv key -> [lock, users]
         self._cache: dict[str, tuple[int, bytes]] = {}  # kv key -> what this store last wrote
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the connection
+        self._hook: Any = None  # closes the connection when that loop shuts down
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncNatsStore:
@@ -193,6 +207,12 @@ class AsyncNatsStore:
             nc = self._nc = NATS()
 
             async def record(exc: Exception) -> None:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # nats-py's connect loop can swallow a cancellation (asyncio.wait_for in
+                    # Python 3.11 loses it when the attempt fails at the same moment) and go on
+                    # for ever: asyncio.run() would hang shutting the loop down.
+                    raise asyncio.CancelledError
                 errors = self._errors
                 errors.pop(_describe(exc), None)
                 errors[_describe(exc)] = None  # the distinct recent errors, newest last
@@ -221,7 +241,35 @@ class AsyncNatsStore:
         except nats.js.errors.BadRequestError:  # created at the same time with another config
             return await js.key_value(self.bucket)
 
+    async def _enter_loop(self) -> None:
+        """Called when the running loop is not the connection's: forget the old loop's connection
+        (its loop closes it as it shuts down, see :func:`_until_shutdown`) and arm the same hook
+        in this loop."""
+        loop = asyncio.get_running_loop()
+        if self._owns_nc:
+            self._nc = self._kv = self._connecting = None
+        self._locks = {}
+        self._loop = loop
+        hook = _until_shutdown(weakref.ref(self), loop)
+        await hook.__anext__()
+        self._hook = hook  # kept alive: finalized by the loop's shutdown
+
+    async def _leave_loop(self, loop: asyncio.AbstractEventLoop, nc: Any) -> None:
+        if self._loop is loop:
+            self._nc = self._kv = self._connecting = None
+            self._loop = None
+        if nc is not None and self._owns_nc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), self.timeout)
+
+    def _no_answer(self, what: str) -> StoreUnavailable:
+        errors = "; ".join(self._errors)
+        detail = f" (recent errors: {errors})" if errors else ""
+        return StoreUnavailable(f"nats unavailable: {what}{detail}")
+
     async def _bucket(self) -> Any:
+        if self._loop is not asyncio.get_running_loop():
+            await self._enter_loop()
         kv = self._kv
         if kv is not None:
             if self._nc.is_connected:
@@ -242,45 +290,52 @@ class AsyncNatsStore:
         try:
             self._kv = await asyncio.wait_for(asyncio.shield(task), wait)
         except TimeoutError:
-            errors = "; ".join(self._errors)
-            detail = f" (recent errors: {errors})" if errors else ""
-            raise StoreUnavailable(
-                f"nats unavailable: no connection to {', '.join(self.servers)} "
-                f"within {wait:g}s{detail}"
-            ) from None
+            servers = ", ".join(self.servers)
+            raise self._no_answer(f"no connection to {servers} within {wait:g}s") from None
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
         return self._kv
 
     # -- the CAS loop --------------------------------------------------------------------------
 
-    async def _update(self, key: str, change: Callable[[_Entry], tuple[bool, T]]) -> T:
+    async def _update(
+        self, key: str, change: Callable[[_Entry], tuple[bool, T]], give_up: float | None
+    ) -> T:
         """Read the entry of ``key``, apply ``change`` (which returns whether to write and the
-        answer) and write it back if the revision did not move; retry on conflicts.
+        answer) and write it back if the revision did not move; retry on conflicts. All of it
+        by ``give_up`` (monotonic seconds; default: ``timeout`` from now).
 
         In-process, calls on one key take turns (so a process's tasks and threads do not fight
         each other's CAS), and the entry this process last wrote is remembered: a write based on
         it needs no read, and a conflict proves it stale. An answer that writes nothing is always
         given from a fresh read.
         """
-        kv = await self._bucket()
+        if give_up is None:
+            give_up = _clock() + self.timeout
         name = kv_key(key)
-        slot = self._locks.get(name)
-        if slot is None:
-            slot = self._locks[name] = [asyncio.Lock(), 0]
-        slot[1] += 1
         try:
-            async with slot[0]:
-                return await self._cas(kv, name, key, change)
+            async with asyncio.timeout(give_up - _clock()):
+                kv = await self._bucket()
+                locks = self._locks
+                slot = locks.get(name)
+                if slot is None:
+                    slot = locks[name] = [asyncio.Lock(), 0]
+                slot[1] += 1
+                try:
+                    async with slot[0]:
+                        return await self._cas(kv, name, key, change)
+                finally:
+                    slot[1] -= 1
+                    if not slot[1] and locks.get(name) is slot:
+                        del locks[name]
         except StoreUnavailable:
             raise
+        except TimeoutError:
+            self._cache.pop(name, None)  # a write may or may not have happened
+            raise self._no_answer(f"no answer within {self.timeout:g}s") from None
         except _UNAVAILABLE as exc:
             self._cache.pop(name, None)
             raise _unavailable(exc) from exc
-        finally:
-            slot[1] -= 1
-            if not slot[1]:
-                del self._locks[name]
 
     async def _cas(
         self, kv: Any, name: str, key: str, change: Callable[[_Entry], tuple[bool, T]]
@@ -328,7 +383,15 @@ class AsyncNatsStore:
     async def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         return await self._decide(key, rule, cost, now, False)
 
-    async def _decide(self, key: str, rule: Rule, cost: float, now: float, write: bool) -> Decision:
+    async def _decide(
+        self,
+        key: str,
+        rule: Rule,
+        cost: float,
+        now: float,
+        write: bool,
+        give_up: float | None = None,
+    ) -> Decision:
         algorithm, limits, parts = rule.algorithm, rule.limits, rule.parts
 
         def change(entry: _Entry) -> tuple[bool, Decision]:
@@ -344,9 +407,9 @@ class AsyncNatsStore:
             entry.now = now
             return True, decision
 
-        return await self._update(key, change)
+        return await self._update(key, change, give_up)
 
-    async def reset(self, key: str, rule: Rule) -> None:
+    async def reset(self, key: str, rule: Rule, give_up: float | None = None) -> None:
         def change(entry: _Entry) -> tuple[bool, None]:
             if not entry.revision:
                 return False, None
@@ -355,10 +418,16 @@ class AsyncNatsStore:
             entry.leases = None
             return True, None
 
-        await self._update(key, change)
+        await self._update(key, change, give_up)
 
     async def acquire_lease(
-        self, key: str, lease_id: str, limit: int, ttl: float, now: float
+        self,
+        key: str,
+        lease_id: str,
+        limit: int,
+        ttl: float,
+        now: float,
+        give_up: float | None = None,
     ) -> float:
         def change(entry: _Entry) -> tuple[bool, float]:
             new, wait = acquire_lease(entry.leases, now, lease_id, limit, ttl)
@@ -368,9 +437,11 @@ class AsyncNatsStore:
             entry.now = now
             return True, 0.0
 
-        return await self._update(key, change)
+        return await self._update(key, change, give_up)
 
-    async def release_lease(self, key: str, lease_id: str, now: float) -> None:
+    async def release_lease(
+        self, key: str, lease_id: str, now: float, give_up: float | None = None
+    ) -> None:
         def change(entry: _Entry) -> tuple[bool, None]:
             if not entry.leases:
                 return False, None
@@ -378,13 +449,20 @@ class AsyncNatsStore:
             entry.now = now
             return True, None
 
-        await self._update(key, change)
+        await self._update(key, change, give_up)
 
-    async def ping(self) -> None:
+    async def ping(self, give_up: float | None = None) -> None:
         """Check the server answers (a JetStream request on the bucket)."""
-        kv = await self._bucket()
+        if give_up is None:
+            give_up = _clock() + self.timeout
         try:
-            await kv.status()
+            async with asyncio.timeout(give_up - _clock()):
+                kv = await self._bucket()
+                await kv.status()
+        except StoreUnavailable:
+            raise
+        except TimeoutError:
+            raise self._no_answer(f"no answer within {self.timeout:g}s") from None
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
 
@@ -400,6 +478,8 @@ class AsyncNatsStore:
 
     async def close(self) -> None:
         self._closed = True
+        if self._loop is not asyncio.get_running_loop():  # the connection is another loop's
+            self._nc = self._kv = self._connecting = None
         task, self._connecting = self._connecting, None
         if task is not None and not task.done():
             task.cancel()
@@ -432,45 +512,68 @@ class NatsStore:
         servers, options = _split_url(url, options)
         return cls(servers, **options)
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _call(self, coro: Callable[[float], Coroutine[Any, Any, T]]) -> T:
+        """Run ``coro(give_up)`` on the store's loop; the deadline counts from now, so time spent
+        waiting for the loop thread counts too."""
         if self._closed:
-            coro.close()
             raise StoreUnavailable("nats store is closed")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result()
+        give_up = _clock() + self.aio.timeout
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro(give_up), self._loop)
+        try:
+            return future.result(max(give_up - _clock(), 0.0) + _LOOP_SLACK)
+        except TimeoutError:
+            future.cancel()
+            raise StoreUnavailable(
+                f"nats unavailable: no answer within {self.aio.timeout:g}s"
+            ) from None
 
     def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
-        return self._call(self.aio.hit(key, rule, cost, now))
+        return self._call(functools.partial(self.aio._decide, key, rule, cost, now, True))
 
     def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
-        return self._call(self.aio.peek(key, rule, cost, now))
+        return self._call(functools.partial(self.aio._decide, key, rule, cost, now, False))
 
     def reset(self, key: str, rule: Rule) -> None:
-        self._call(self.aio.reset(key, rule))
+        self._call(functools.partial(self.aio.reset, key, rule))
 
     def acquire_lease(self, key: str, lease_id: str, limit: int, ttl: float, now: float) -> float:
-        return self._call(self.aio.acquire_lease(key, lease_id, limit, ttl, now))
+        return self._call(functools.partial(self.aio.acquire_lease, key, lease_id, limit, ttl, now))
 
     def release_lease(self, key: str, lease_id: str, now: float) -> None:
-        self._call(self.aio.release_lease(key, lease_id, now))
+        self._call(functools.partial(self.aio.release_lease, key, lease_id, now))
 
     def ping(self) -> None:
-        self._call(self.aio.ping())
+        self._call(self.aio.ping)
 
     def get_raw(self, key: str) -> bytes | None:
-        return self._call(self.aio.get_raw(key))
+        return self._call(lambda _: self.aio.get_raw(key))
 
     def close(self) -> None:
         if self._closed:
             return
         try:
-            self._call(self.aio.close())
+            asyncio.run_coroutine_threadsafe(self.aio.close(), self._loop).result(
+                self.aio.timeout + _LOOP_SLACK
+            )
         finally:
             self._closed = True
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
             if not self._thread.is_alive():
                 self._loop.close()
+
+
+async def _until_shutdown(
+    ref: weakref.ref[AsyncNatsStore], loop: asyncio.AbstractEventLoop
+) -> AsyncIterator[None]:
+    """An async generator that the loop finalizes when it shuts down (``asyncio.run`` and
+    ``asyncio.Runner`` do, before closing it): the moment to close the connection it opened."""
+    try:
+        yield
+    finally:
+        store = ref()
+        if store is not None and store._loop is loop:
+            await store._leave_loop(loop, store._nc)
 
 
 async def _quiet() -> None:

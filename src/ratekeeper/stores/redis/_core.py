@@ -11,7 +11,9 @@ import hashlib
 import importlib
 import importlib.resources
 import inspect
+import math
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -26,6 +28,7 @@ from ratekeeper.stores.base import LEASE_PART, Rule
 __all__ = [
     "DEFAULTS",
     "FAST_RETRY",
+    "NO_DEADLINE",
     "LEASE_ACQUIRE",
     "LEASE_RELEASE",
     "LIMIT_SCRIPTS",
@@ -34,9 +37,13 @@ __all__ = [
     "Prepared",
     "RedisCore",
     "Script",
+    "ServerClock",
     "TimeSource",
     "build_client",
+    "failure",
+    "fast_pool",
     "parse_decision",
+    "timed_out",
     "unavailable",
 ]
 
@@ -44,11 +51,13 @@ TimeSource = Literal["server", "client"]
 
 # Store options a URL-built store accepts besides the redis-py client options.
 DEFAULTS: dict[str, Any] = {
-    "socket_timeout": 0.5,  # seconds to wait for a reply on an open connection
+    # seconds one operation may take in all (pool wait, connect, send, reply): the decision's
+    # deadline, measured from when it started; also redis-py's per-socket-operation timeout
+    "socket_timeout": 0.5,
     "socket_connect_timeout": 0.5,  # seconds to wait for a TCP/TLS connection
     "retries": 1,  # immediate retries of a command after a connection error (no backoff)
     "max_connections": 64,  # pool size (standalone: a blocking pool; callers wait for a slot)
-    "pool_timeout": 1.0,  # seconds a caller waits for a free pooled connection
+    "pool_timeout": 0.5,  # seconds a caller waits for a free pooled connection
 }
 
 # Errors that mean "the server cannot be used right now": they become StoreUnavailable, so the
@@ -63,6 +72,26 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     rex.AuthenticationWrongNumberOfArgsError,
     rex.NoPermissionError,
     OSError,  # refused/reset sockets, builtin TimeoutError (asyncio timeouts)
+)
+# Error replies (their first word) that mean "the server cannot answer now", not "the command is
+# wrong": a script running too long (BUSY), a server loading its data set (LOADING), a replica
+# cut from its master (MASTERDOWN), a demoted master after a failover (READONLY), a cluster
+# migrating or failing over (TRYAGAIN, CLUSTERDOWN), a full server (OOM: no state can be written,
+# so no decision can be made), a failing disk (MISCONF), too few replicas (NOREPLICAS), and
+# ours: the command reached the server after its caller had given up (DEADLINE).
+TRANSIENT_REPLIES = frozenset(
+    {
+        "BUSY",
+        "LOADING",
+        "MASTERDOWN",
+        "READONLY",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "OOM",
+        "MISCONF",
+        "NOREPLICAS",
+        "DEADLINE",
+    }
 )
 NoScriptError = rex.NoScriptError
 # Errors after which the fast path hands the command to redis-py (a fresh connection, retries);
@@ -79,6 +108,38 @@ _MAX_PLAIN_KEY = 100  # longer user keys are hashed
 _BASE_CACHE_SIZE = 4096
 
 
+def _timeout(value: float | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+def _client_timeout(client: Any) -> float:
+    """The deadline of a store given a client: the client's ``socket_timeout`` when it has one,
+    else the default (a decision is bounded even when the client's sockets are not)."""
+    pool = getattr(client, "connection_pool", None)
+    value = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+    if value is None:
+        nodes = getattr(client, "nodes_manager", None)  # a cluster client
+        value = getattr(nodes, "connection_kwargs", {}).get("socket_timeout")
+    return _timeout(value if value is not None else DEFAULTS["socket_timeout"])
+
+
+def fast_pool(client: Any) -> tuple[Any, tuple[str, ...]]:
+    """The connection pool of ``client`` for the drivers' fast path (None for a Cluster client or
+    one pinned to a single connection), and the arguments its ``get_connection`` needs."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or getattr(client, "connection", None) is not None:
+        return None, ()
+    if not all(hasattr(pool, name) for name in ("get_connection", "release")):
+        return None, ()
+    try:
+        parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+    except (TypeError, ValueError):
+        return None, ()
+    if parameter is not None and parameter.default is inspect.Parameter.empty:
+        return pool, ("EVALSHA",)  # redis-py 5.0 to 5.2 want a command name
+    return pool, ()
+
+
 def _is_async_client(client: Any) -> bool:
     return inspect.iscoroutinefunction(getattr(client, "execute_command", None))
 
@@ -86,6 +147,76 @@ def _is_async_client(client: Any) -> bool:
 def unavailable(exc: BaseException) -> StoreUnavailable:
     """The `StoreUnavailable` that replaces a redis-py connection error."""
     return StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}")
+
+
+def failure(exc: BaseException) -> BaseException:
+    """What a driver raises for ``exc``: `StoreUnavailable` when the server cannot answer now
+    (a connection error, a timeout, or an error reply of :data:`TRANSIENT_REPLIES`), else
+    ``exc`` itself (a script bug or a wrong argument is not an outage)."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if isinstance(exc, UNAVAILABLE):
+        return unavailable(exc)
+    if isinstance(exc, rex.ResponseError) and str(exc).split(" ", 1)[0] in TRANSIENT_REPLIES:
+        return unavailable(exc)
+    if isinstance(exc, rex.ResponseError) and type(exc).__name__ == "OutOfMemoryError":
+        return unavailable(exc)  # redis-py strips the "OOM" word from the message
+    return exc
+
+
+def timed_out(timeout: float) -> StoreUnavailable:
+    return StoreUnavailable(f"redis unavailable: no answer within {timeout:g}s")
+
+
+NO_DEADLINE = b""  # the deadline argument when the server's clock is not known yet
+
+
+class ServerClock:
+    """The server's clock (Redis ``TIME``) as seen from this process, so that a command can carry
+    the moment its caller gives up, in the server's time: the scripts refuse to run after it.
+
+    Without it, a command sent to a server that is frozen (SIGSTOP, a stalled VM) or cut off
+    runs when the server resumes, after the caller already got a fallback answer: a hit charged
+    twice, or a lease held by nobody. The offset between ``TIME`` and :func:`time.monotonic` is
+    measured with one extra ``TIME`` round trip on first use and every :attr:`REFRESH` seconds;
+    half that round trip bounds its error, which is taken off the deadline (the server refuses a
+    little early rather than late). The remaining case: a command that ran in time but whose
+    reply was lost or arrived late (the link died just then) was charged without its caller
+    seeing it.
+    """
+
+    REFRESH = 60.0  # seconds between measurements of the offset
+
+    def __init__(self) -> None:
+        self._offset_us: float | None = None  # server microseconds minus monotonic microseconds
+        self._error_us = 0.0
+        self._measured_at = -math.inf
+        self._lock = threading.Lock()  # one sync thread measures at a time
+        self.measuring = False  # one async task measures at a time
+
+    def stale(self, now: float) -> bool:
+        return now - self._measured_at > self.REFRESH
+
+    def record(self, sent: float, received: float, reply: Any) -> None:
+        """One ``TIME`` reply (seconds, microseconds) received ``received`` (monotonic) after
+        it was asked for at ``sent``."""
+        if isinstance(reply, dict):  # a cluster answers per node: any node will do
+            reply = next(iter(reply.values()))
+        server_us = int(reply[0]) * 1_000_000 + int(reply[1])
+        self._offset_us = server_us - (sent + received) * 500_000
+        self._error_us = (received - sent) * 500_000
+        self._measured_at = received
+
+    def forget(self) -> None:
+        """The server refused a command its caller still waited for: measure again."""
+        self._measured_at = -math.inf
+
+    def deadline(self, give_up: float) -> bytes:
+        """The server-time deadline (integer microseconds) of a caller that gives up at
+        ``give_up`` (monotonic seconds)."""
+        if self._offset_us is None:
+            return NO_DEADLINE
+        return b"%d" % int(give_up * 1_000_000 + self._offset_us - self._error_us)
 
 
 class Script:
@@ -106,6 +237,11 @@ def _lua(name: str) -> str:
     return (importlib.resources.files(__package__) / "lua" / f"{name}.lua").read_text("utf-8")
 
 
+def _guarded(source: str, deadline_arg: int) -> str:
+    """``source`` refusing to run after the caller's deadline, its ARGV[``deadline_arg``]."""
+    return f"local DEADLINE = ARGV[{deadline_arg}]\n{_lua('deadline')}\n{source}"
+
+
 def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
     prelude = _lua("prelude")
     driver = _lua("limits")
@@ -118,12 +254,15 @@ def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
         "gcra": "local SHAPING = false\n" + gcra,
         "leaky_bucket": "local SHAPING = true\n" + gcra,
     }
+    # The deadline is the ARGV after the ones each script reads (limits.lua: now, cost, rule).
     limit_scripts = {
-        name: Script(name, f"{prelude}\n{body}\n{'' if name == 'sliding_log' else driver}")
+        name: Script(
+            name, _guarded(f"{prelude}\n{body}\n{'' if name == 'sliding_log' else driver}", 4)
+        )
         for name, body in bodies.items()
     }
-    acquire = Script("lease_acquire", f"{prelude}\n{_lua('lease_acquire')}")
-    release = Script("lease_release", f"{prelude}\n{_lua('lease_release')}")
+    acquire = Script("lease_acquire", _guarded(f"{prelude}\n{_lua('lease_acquire')}", 6))
+    release = Script("lease_release", _guarded(f"{prelude}\n{_lua('lease_release')}", 3))
     return limit_scripts, acquire, release
 
 
@@ -182,8 +321,8 @@ class Prepared:
         self.hit_tail = struct.pack(layout, 1, *numbers)
         self.peek_tail = struct.pack(layout, 0, *numbers)
         # The same command pre-encoded in RESP, for the drivers' fast path:
-        # EVALSHA sha nkeys key... now cost tail
-        self.head = b"*%d\r\n" % (6 + self.nkeys) + b"".join(
+        # EVALSHA sha nkeys key... now cost tail deadline
+        self.head = b"*%d\r\n" % (7 + self.nkeys) + b"".join(
             map(_bulk, (b"EVALSHA", self.sha.encode(), b"%d" % self.nkeys))
         )
         self.hit_packet_tail = _bulk(self.hit_tail)
@@ -241,6 +380,7 @@ class RedisCore:
             raise ConfigError(f"{type(self).__name__} needs a {kind} client, got {client!r}")
         self._factory: Callable[[], Any] | None = None
         self._bind(client)
+        self.timeout = _client_timeout(client)
 
     @classmethod
     def from_url(
@@ -261,8 +401,10 @@ class RedisCore:
             raise ConfigError(f"from_url() does not take {', '.join(sorted(unknown))}")
         store = cls.__new__(cls)
         store._setup(prefix, time_source, pipelining)
-        store._factory = build_client(url, cls._aio, {**DEFAULTS, **options})
+        options = {**DEFAULTS, **options}
+        store._factory = build_client(url, cls._aio, options)
         store._bind(None)
+        store.timeout = _timeout(options["socket_timeout"])
         return store
 
     def _setup(self, prefix: str, time_source: TimeSource, pipelining: bool) -> None:
@@ -271,6 +413,10 @@ class RedisCore:
         if time_source not in ("server", "client"):
             raise ConfigError(f"time_source must be 'server' or 'client', got {time_source!r}")
         self.prefix = prefix
+        #: Seconds a decision may take in all (``socket_timeout``): then it is StoreUnavailable.
+        self.timeout = _timeout(DEFAULTS["socket_timeout"])
+        self.server_clock = ServerClock()
+        self._connect_lock = threading.Lock()
         self.time_source: TimeSource = time_source
         self._client_time = time_source == "client"
         self._grace_ms = _GRACE_CLIENT_MS if self._client_time else _GRACE_SERVER_MS
@@ -283,10 +429,12 @@ class RedisCore:
         """Build the client from the URL (first use, or after close())."""
         if self._factory is None:
             raise StoreUnavailable("this redis store's client was closed")
-        try:
-            self._bind(self._factory())
-        except UNAVAILABLE as exc:
-            raise unavailable(exc) from exc
+        with self._connect_lock:  # threads arriving together build one client
+            if self._client is None:
+                try:
+                    self._bind(self._factory())
+                except UNAVAILABLE as exc:
+                    raise unavailable(exc) from exc
         return self._client
 
     def _bind(self, client: Any) -> None:
@@ -297,20 +445,7 @@ class RedisCore:
         (not Cluster, and not a client pinned to a single connection).
         """
         self._client: Any = client
-        self._pool: Any = None
-        self._get_args: tuple[str, ...] = ()
-        pool = getattr(client, "connection_pool", None)
-        if pool is None or getattr(client, "connection", None) is not None:
-            return
-        if not all(hasattr(pool, name) for name in ("get_connection", "release")):
-            return
-        try:
-            parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
-        except (TypeError, ValueError):
-            return
-        if parameter is not None and parameter.default is inspect.Parameter.empty:
-            self._get_args = ("EVALSHA",)  # redis-py 5.0 to 5.2 want a command name
-        self._pool = pool
+        self._pool, self._get_args = fast_pool(client)
 
     def _detach(self) -> Any:
         """The client to close on close(): ours, never one the user handed in."""
@@ -347,19 +482,20 @@ class RedisCore:
     # -- commands: (script, arguments after the SHA)
 
     def limit_command(
-        self, key: str, rule: Rule, cost: float, now: float, write: bool
+        self, key: str, rule: Rule, cost: float, now: float, write: bool, deadline: bytes
     ) -> tuple[Prepared, tuple[Any, ...]]:
+        """The script's arguments; ``deadline`` from :meth:`ServerClock.deadline`."""
         prepared = self._rules.get(rule.parts) or self.prepared(rule)
         base = self._bases.get(key) or self.base_key(key)
         clock = now if self._client_time else b""
         tail = prepared.hit_tail if write else prepared.peek_tail
         if prepared.nkeys == 1:
-            return prepared, (1, base + prepared.suffixes[0], clock, cost, tail)
+            return prepared, (1, base + prepared.suffixes[0], clock, cost, tail, deadline)
         keys = [base + suffix for suffix in prepared.suffixes]
-        return prepared, (prepared.nkeys, *keys, clock, cost, tail)
+        return prepared, (prepared.nkeys, *keys, clock, cost, tail, deadline)
 
     def limit_packet(
-        self, key: str, rule: Rule, cost: float, now: float, write: bool
+        self, key: str, rule: Rule, cost: float, now: float, write: bool, deadline: bytes
     ) -> tuple[Prepared, bytes]:
         """:meth:`limit_command` already encoded as one RESP command."""
         prepared = self._rules.get(rule.parts) or self.prepared(rule)
@@ -374,20 +510,25 @@ class RedisCore:
         if middle is None:
             clock = _number(now) if self._client_time else b""
             middle = _bulk(clock) + _bulk(_number(cost))
-        return prepared, prefix + middle + (
-            prepared.hit_packet_tail if write else prepared.peek_packet_tail
+        return prepared, (
+            prefix
+            + middle
+            + (prepared.hit_packet_tail if write else prepared.peek_packet_tail)
+            + _bulk(deadline)
         )
 
     def acquire_command(
-        self, key: str, lease_id: str, limit: int, ttl: float, now: float
+        self, key: str, lease_id: str, limit: int, ttl: float, now: float, deadline: bytes
     ) -> tuple[Any, ...]:
         clock = now if self._client_time else b""
         lease_key = self.base_key(key) + LEASE_PART.encode()
-        return (1, lease_key, clock, lease_id, int(limit), float(ttl), self._grace_ms)
+        return (1, lease_key, clock, lease_id, int(limit), float(ttl), self._grace_ms, deadline)
 
-    def release_command(self, key: str, lease_id: str, now: float) -> tuple[Any, ...]:
+    def release_command(
+        self, key: str, lease_id: str, now: float, deadline: bytes
+    ) -> tuple[Any, ...]:
         clock = now if self._client_time else b""
-        return (1, self.base_key(key) + LEASE_PART.encode(), clock, lease_id)
+        return (1, self.base_key(key) + LEASE_PART.encode(), clock, lease_id, deadline)
 
     def reset_keys(self, key: str, rule: Rule) -> list[bytes]:
         base = self.base_key(key)
@@ -467,13 +608,19 @@ def build_client(url: str, aio: bool, options: dict[str, Any]) -> Callable[[], A
         database = parts.path.strip("/") if scheme != "unix" else ""
         if database and not database.isdigit():
             raise ConfigError(f"bad database {database!r} in redis URL {url!r}")
-        try:
+
+        def standalone() -> Any:
+            # A pool per client: an asyncio client belongs to one event loop (see the driver).
             pool = mod.BlockingConnectionPool.from_url(
                 url, max_connections=max_connections, timeout=pool_timeout, retry=retry, **options
             )
+            return mod.Redis(connection_pool=pool)
+
+        try:
+            standalone()  # check the URL now (a pool connects nothing until used)
         except ValueError as exc:
             raise ConfigError(f"bad redis URL {url!r}: {exc}") from exc
-        return lambda: mod.Redis(connection_pool=pool)
+        return standalone
     if scheme == "redis+cluster":
         username, password, hosts = _hosts(parts.netloc, url)
         path = parts.path.strip("/")
@@ -502,16 +649,17 @@ def build_client(url: str, aio: bool, options: dict[str, Any]) -> Callable[[], A
             "socket_timeout": options.get("socket_timeout"),
             "socket_connect_timeout": options.get("socket_connect_timeout"),
         }
-        sentinel: Any = importlib.import_module(f"{root}.sentinel").Sentinel(
-            [(host, port or 26379) for host, port in hosts],
-            sentinel_kwargs=sentinel_kwargs,
-            username=username,
-            password=password,
-            retry=retry,
-            **options,
-        )
+        sentinel_class: Any = importlib.import_module(f"{root}.sentinel").Sentinel
 
         def master() -> Any:
+            sentinel = sentinel_class(  # per client, like its connections (one event loop)
+                [(host, port or 26379) for host, port in hosts],
+                sentinel_kwargs=sentinel_kwargs,
+                username=username,
+                password=password,
+                retry=retry,
+                **options,
+            )
             # Sentinel pools do not block when full: keep them unbounded (redis-py 8 caps at 100).
             client = sentinel.master_for(service, db=db, max_connections=2**31)
             client._ratekeeper_also_close = sentinel.sentinels
