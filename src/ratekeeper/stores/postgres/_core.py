@@ -99,6 +99,11 @@ _SUSPECT_SHARE = 0.1
 # its health between them (how soon a caller notices that the server refuses connections).
 _SLICE = 0.05
 _MIN_WAIT = 0.001  # seconds: psycopg_pool refuses a wait of 0
+# psycopg_pool retries a lost connection with a doubling pause (1, 2, 4, 8 s...) for up to its
+# reconnect_timeout (5 minutes): after a long outage the server would be back long before the
+# pool tried again. Past this window it gives up the retries, and the next caller waiting for a
+# connection makes it connect at once: a returning server is found within about this long.
+_RECONNECT_WINDOW = 2.0
 # TCP keepalives (unless the URL sets them): an idle pooled connection over a dead link is found
 # and replaced without waiting for the kernel's two-hour default.
 _KEEPALIVES = {
@@ -269,6 +274,7 @@ class PostgresCore:
             "min_size": o.pool_min_size,
             "max_size": o.pool_max_size,
             "timeout": o.pool_timeout,
+            "reconnect_timeout": _RECONNECT_WINDOW,
             "open": False,
             "name": "ratekeeper",
         }
