@@ -1,4 +1,5 @@
-"""The pure rate-limiting algorithms and the multi-limit rule that combines them."""
+"""The pure rate-limiting algorithms, the `Rule` a limiter enforces (an algorithm over limits),
+and `evaluate`, which applies one request to a rule's limits all-or-nothing."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ __all__ = [
     "INF",
     "MAX_CLOCK_SLACK",
     "Algorithm",
+    "Rule",
     "State",
     "evaluate",
     "get_algorithm",
@@ -58,6 +60,32 @@ def get_algorithm(name: str | Algorithm) -> Algorithm:
         raise ConfigError(
             f"unknown algorithm {name!r}; choose one of {', '.join(sorted(ALGORITHMS))}"
         ) from None
+
+
+class Rule:
+    """What one limiter enforces: an algorithm over one or more limits.
+
+    ``parts`` names each limit's state independently of the user key, e.g.
+    ``"token_bucket:100-per-60s"``: two limiters with the same algorithm and limit on one store
+    share that limit's budget for a key. A ``namespace`` keeps a rule's states apart from those of
+    the same limits elsewhere (a limiter's candidate ``shadow_limits`` use ``"shadow:"``).
+    """
+
+    __slots__ = ("algorithm", "limits", "parts")
+
+    def __init__(
+        self, algorithm: str | Algorithm, limits: tuple[Limit, ...], *, namespace: str = ""
+    ) -> None:
+        self.algorithm = get_algorithm(algorithm)
+        # A limit written twice ("2/second;2/second") is one budget: every store keeps one
+        # state per part, so the parts must be distinct.
+        self.limits = tuple(dict.fromkeys(limits))
+        self.parts = tuple(
+            f"{namespace}{self.algorithm.name}:{limit.name}" for limit in self.limits
+        )
+
+    def __repr__(self) -> str:
+        return f"Rule({self.algorithm.name}, {'; '.join(map(str, self.limits))})"
 
 
 def evaluate(

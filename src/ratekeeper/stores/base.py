@@ -1,4 +1,5 @@
-"""The interface every store implements, sync and async, and the `Rule` it is handed.
+"""The interface every store implements, sync and async. The `Rule` it is handed (an algorithm
+over limits, pure data) lives beside `evaluate` in `ratekeeper.algorithms`; it is re-exported here.
 
 A store does I/O only: it keeps one state per (rule part, key) and runs the algorithm's math
 atomically, in-process (memory), in Lua (Redis), in SQL (PostgreSQL) or in a compare-and-swap loop
@@ -10,37 +11,10 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ratekeeper.algorithms import Algorithm, get_algorithm
+from ratekeeper.algorithms import Rule
 from ratekeeper.decision import Decision
-from ratekeeper.limits import Limit
 
 __all__ = ["AsyncStore", "Rule", "Store"]
-
-
-class Rule:
-    """What one limiter enforces: an algorithm over one or more limits.
-
-    ``parts`` names each limit's state independently of the user key, e.g.
-    ``"token_bucket:100-per-60s"``: two limiters with the same algorithm and limit on one store
-    share that limit's budget for a key. A ``namespace`` keeps a rule's states apart from those of
-    the same limits elsewhere (a limiter's candidate ``shadow_limits`` use ``"shadow:"``).
-    """
-
-    __slots__ = ("algorithm", "limits", "parts")
-
-    def __init__(
-        self, algorithm: str | Algorithm, limits: tuple[Limit, ...], *, namespace: str = ""
-    ) -> None:
-        self.algorithm = get_algorithm(algorithm)
-        # A limit written twice ("2/second;2/second") is one budget: every store keeps one
-        # state per part, so the parts must be distinct.
-        self.limits = tuple(dict.fromkeys(limits))
-        self.parts = tuple(
-            f"{namespace}{self.algorithm.name}:{limit.name}" for limit in self.limits
-        )
-
-    def __repr__(self) -> str:
-        return f"Rule({self.algorithm.name}, {'; '.join(map(str, self.limits))})"
 
 
 LEASE_PART = "concurrency"
