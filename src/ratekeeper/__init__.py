@@ -9,6 +9,7 @@ from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, RateLimitExceeded, RateLimitTimeout, StoreUnavailable
 from ratekeeper.limiter import AsyncRateLimiter, RateLimiter
 from ratekeeper.limits import Limit, parse_limits
+from ratekeeper.metrics import LimiterMetrics
 from ratekeeper.registry import (
     Registry,
     acquire,
@@ -22,6 +23,7 @@ from ratekeeper.registry import (
     list_limiters,
     list_stores,
     load_config,
+    observe,
     rate_limited,
 )
 
@@ -30,6 +32,7 @@ __all__ = [
     "ConfigError",
     "Decision",
     "Limit",
+    "LimiterMetrics",
     "RateLimitExceeded",
     "RateLimitTimeout",
     "RateLimiter",
@@ -46,6 +49,7 @@ __all__ = [
     "list_limiters",
     "list_stores",
     "load_config",
+    "observe",
     "parse_limits",
     "rate_limited",
 ]

@@ -40,6 +40,7 @@ from ratekeeper.config import (
     unknown_name,
 )
 from ratekeeper.errors import ConfigError
+from ratekeeper.events import Observer
 from ratekeeper.limiter import AsyncPermit, AsyncRateLimiter, Limits, Permit, RateLimiter
 from ratekeeper.limits import Limit
 from ratekeeper.stores import (
@@ -69,6 +70,7 @@ __all__ = [
     "list_limiters",
     "list_stores",
     "load_config",
+    "observe",
     "rate_limited",
 ]
 
@@ -76,6 +78,7 @@ log = logging.getLogger("ratekeeper")
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+L = TypeVar("L", bound=RateLimiter | AsyncRateLimiter)
 
 StoreSpec = str | Store | AsyncStore | None
 DEFAULT_MAX_LIMITERS = 1024
@@ -191,6 +194,23 @@ class Registry:
         self._limiter_defs: dict[str, LimiterDefinition] = {}
         self._pairs: dict[str, StorePair] = {BUILTIN_STORE: StorePair(None, memory=self.memory)}
         self._built: dict[tuple[str, bool], RateLimiter | AsyncRateLimiter] = {}
+        self._observers: list[Observer] = []
+
+    def observe(self, observer: Observer) -> None:
+        """Send the events of every limiter of this registry, present and future, to
+        ``observer`` (see `ratekeeper.events`; `ratekeeper.observability` has ready ones)."""
+        with self._lock, self._named_lock:
+            if observer in self._observers:
+                return
+            self._observers.append(observer)
+            for limiter in [*self._limiters.values(), *self._built.values()]:
+                limiter.add_observer(observer)
+
+    def _observed(self, limiter: L) -> L:
+        """``limiter``, reporting to this registry's observers."""
+        for observer in self._observers:
+            limiter.add_observer(observer)
+        return limiter
 
     def store(self, spec: StoreSpec = None) -> StorePair:
         """The store for ``spec``: this registry's memory store for ``None``, else a new pair."""
@@ -225,7 +245,7 @@ class Registry:
                     found = AsyncRateLimiter(limits, store=store.async_(), **options)
                 else:
                     found = RateLimiter(limits, store=store.sync(), **options)
-                self._limiters[cache_key] = found
+                self._limiters[cache_key] = self._observed(found)
         return found
 
     # -- named stores and limiters ----------------------------------------------------------
@@ -525,7 +545,7 @@ class Registry:
                 found = self._made(definition, AsyncRateLimiter, limits, store=face, **options)
             else:
                 found = self._made(definition, RateLimiter, limits, store=face, **options)
-            self._built[(name, asynchronous)] = found
+            self._built[(name, asynchronous)] = self._observed(found)
             return found
 
     @staticmethod
@@ -618,3 +638,4 @@ initialize_limiter = default_registry.initialize_limiter
 initialize_all_limiters = default_registry.initialize_all_limiters
 acquire = default_registry.acquire
 rate_limited = default_registry.rate_limited
+observe = default_registry.observe

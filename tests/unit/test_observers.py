@@ -140,3 +140,21 @@ def test_exact_counts_under_threads_with_an_observer() -> None:
     assert recorder.results().count("denied") == 3200 - 1000
     metrics = limiter.metrics()
     assert (metrics.allowed, metrics.denied) == (1000, 2200)
+
+
+def test_registry_observers_reach_present_and_future_limiters() -> None:
+    from ratekeeper import Registry
+
+    registry = Registry(discover=False)
+    registry.configure_limiter("api", "2/minute")
+    before = registry.get_limiter("api")
+    recorder = Recorder()
+    registry.observe(recorder)
+    registry.observe(recorder)  # once is enough
+    registry.configure_limiter("jobs", "1/minute")
+    after = registry.get_async_limiter("jobs")
+    cached = registry.limiter(registry.store(), before.limits, asynchronous=False)
+    before.hit("k")
+    cached.hit("k")  # type: ignore[union-attr]
+    assert [e.limiter for e in recorder.events] == ["api", "2/60s"]
+    assert recorder in after._observers

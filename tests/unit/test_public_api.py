@@ -10,6 +10,7 @@ def test_exported_names():
         "ConfigError",
         "Decision",
         "Limit",
+        "LimiterMetrics",
         "RateLimitExceeded",
         "RateLimitTimeout",
         "RateLimiter",
@@ -26,6 +27,7 @@ def test_exported_names():
         "list_limiters",
         "list_stores",
         "load_config",
+        "observe",
         "parse_limits",
         "rate_limited",
     }
