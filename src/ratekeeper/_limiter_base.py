@@ -21,7 +21,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from ratekeeper._local_cache import DEFAULT_SIZE, OverLimitCache
 from ratekeeper.algorithms import INF, Algorithm
-from ratekeeper.clock import Clock, system_clock
+from ratekeeper.clock import Clock, default_clock
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, RateLimitExceeded, RateLimitTimeout, StoreUnavailable
 from ratekeeper.events import Event, EventKind, Observer, Result
@@ -92,7 +92,7 @@ class LimiterCore:
         self._n_denied = self._counters.denied
         if clock is not None and not callable(clock):
             raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}")
-        self.clock: Clock = clock or system_clock
+        self.clock: Clock = clock or default_clock()
         if max_concurrent is not None and (
             isinstance(max_concurrent, bool)
             or not isinstance(max_concurrent, int)

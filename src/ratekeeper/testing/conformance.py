@@ -1,0 +1,343 @@
+"""The store conformance suite, for authors of stores (etcd, memcached, your company's own).
+
+Subclass `StoreConformance` in a test module, name the subclass ``Test...`` and say how to build
+your store; pytest collects every check below against it::
+
+    from ratekeeper.testing.conformance import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        def make_store(self):
+            return MyStore("etcd://127.0.0.1:2379", trust_caller_clock=True)
+
+        def make_async_store(self):          # optional: the asyncio twin
+            return AsyncMyStore("etcd://127.0.0.1:2379", trust_caller_clock=True)
+
+The checks replay traces on a `FakeClock` and compare every decision, field by field, with the
+pure reference (the memory store under the same clock), then check peek, all-or-nothing multiple
+limits, reset, key isolation, leases, shadow mode, extreme limits and exact admission under
+threads and asyncio tasks. So the store must use the ``now`` it is handed: a store that reads a
+server clock needs a switch to trust the caller's clock in tests. Each check builds a fresh store
+(``make_store`` is called once per test, ``close()`` after) and uses random keys, so a shared server
+needs no cleaning. Async checks run their own event loop (no pytest-asyncio needed); without
+``make_async_store`` they are skipped with that reason. ratekeeper runs this very class against its
+memory store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from ratekeeper.algorithms import ALGORITHMS
+from ratekeeper.decision import Decision
+from ratekeeper.limiter import AsyncRateLimiter, RateLimiter
+from ratekeeper.limits import MAX_AMOUNT, MAX_PERIOD, MIN_PERIOD, Limit
+from ratekeeper.stores import AsyncStore, Store
+from ratekeeper.stores.memory import MemoryStore
+from ratekeeper.testing.clock import FakeClock
+
+__all__ = ["LIMIT_SETS", "StoreConformance", "assert_same_decision"]
+
+T = TypeVar("T")
+
+LIMIT_SETS = {
+    "single": [Limit(5, per=2)],
+    "burst": [Limit(4, per=1, burst=6)],
+    "multi": [Limit(3, per=1), Limit(7, per=10)],
+    "repeated": [Limit(2, per=1), Limit(2, per=1)],  # one budget, however often it is written
+}
+# Today's Unix time: a float step of 2.4e-7 s, where absolute times (GCRA's TAT, the token
+# bucket's refill time) carry noise that small test clocks never show.
+EPOCH = 1_700_000_000.123456
+SMALL_CLOCK = 1_000_000.0
+# Seconds: how far a store's retry_after / reset_after / delay may differ from the reference
+# (stores keep times in microseconds or milliseconds-with-fraction).
+TIME_TOLERANCE = 1e-6
+LARGEST = [
+    Limit(MAX_AMOUNT, per=MAX_PERIOD, burst=MAX_AMOUNT),  # 2**53 units per 10 years
+    Limit(MAX_AMOUNT, per=MIN_PERIOD),  # 2**53 units per millisecond
+    Limit(1, per=MAX_PERIOD),
+    Limit(1, per=MIN_PERIOD),
+]
+
+
+def _key() -> str:
+    return f"conformance:{uuid.uuid4().hex}"
+
+
+def _trace(seed: int, steps: int = 60) -> list[tuple[float, float]]:
+    """A reproducible walk: (seconds to advance, cost) pairs, zero-cost and oversized hits too."""
+    rng = random.Random(seed)
+    return [
+        (
+            rng.choice([0.0, 0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 1.7, 3.0]),
+            rng.choice([1, 1, 1, 2, 0, 3, 0.5, 9]),
+        )
+        for _ in range(steps)
+    ]
+
+
+def assert_same_decision(got: Decision, want: Decision, where: str) -> None:
+    """``got`` and ``want`` agree exactly, times within `TIME_TOLERANCE`."""
+    assert (got.allowed, got.limit, got.remaining, got.policy) == (
+        want.allowed,
+        want.limit,
+        want.remaining,
+        want.policy,
+    ), f"{where}: {got!r} != {want!r}"
+    for name in ("retry_after", "reset_after", "delay"):
+        assert getattr(got, name) == pytest.approx(getattr(want, name), abs=TIME_TOLERANCE), (
+            f"{where}: {name} {got!r} != {want!r}"
+        )
+    assert len(got.details) == len(want.details), where
+
+
+class StoreConformance:
+    """Every behaviour a ratekeeper store must have. Override `make_store` (and
+    `make_async_store` for the asyncio twin) in a ``Test...`` subclass."""
+
+    def make_store(self) -> Store:
+        """A new synchronous store that uses the ``now`` it is given."""
+        raise NotImplementedError("override make_store() to return your store")
+
+    def make_async_store(self) -> AsyncStore:
+        """A new asyncio store (called inside the running event loop)."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        made = self.make_store()
+        yield made
+        made.close()
+
+    def run_async(self, check: Callable[[AsyncStore], Awaitable[T]]) -> T:
+        """Run ``check(store)`` with a fresh asyncio store in a fresh event loop."""
+        if type(self).make_async_store is StoreConformance.make_async_store:
+            pytest.skip(f"{type(self).__name__} has no make_async_store()")
+
+        async def run() -> T:
+            made = self.make_async_store()
+            try:
+                return await check(made)
+            finally:
+                await made.close()
+
+        return asyncio.run(run())
+
+    # -- decisions match the pure reference ---------------------------------------------------
+
+    @pytest.mark.parametrize("start", [SMALL_CLOCK, EPOCH], ids=["small_clock", "epoch"])
+    @pytest.mark.parametrize("limits", LIMIT_SETS)
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_trace_matches_reference(
+        self, store: Store, algorithm: str, limits: str, start: float
+    ) -> None:
+        clock = FakeClock(start)
+        subject = RateLimiter(LIMIT_SETS[limits], algorithm=algorithm, store=store, clock=clock)
+        reference = RateLimiter(
+            LIMIT_SETS[limits], algorithm=algorithm, store=MemoryStore(), clock=clock
+        )
+        k = _key()
+        for i, (advance, cost) in enumerate(_trace(hash((algorithm, limits)) % 1000)):
+            clock.advance(advance)
+            if i % 7 == 3:
+                assert_same_decision(subject.peek(k, cost), reference.peek(k, cost), f"peek {i}")
+            assert_same_decision(subject.hit(k, cost), reference.hit(k, cost), f"step {i}")
+
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_async_trace_matches_reference(self, algorithm: str) -> None:
+        async def check(store: AsyncStore) -> None:
+            clock = FakeClock(SMALL_CLOCK)
+            limits = LIMIT_SETS["multi"]
+            subject = AsyncRateLimiter(limits, algorithm=algorithm, store=store, clock=clock)
+            reference = RateLimiter(limits, algorithm=algorithm, clock=clock)
+            k = _key()
+            for i, (advance, cost) in enumerate(_trace(7, steps=30)):
+                clock.advance(advance)
+                assert_same_decision(await subject.hit(k, cost), reference.hit(k, cost), f"{i}")
+
+        self.run_async(check)
+
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_peek_changes_nothing(self, store: Store, algorithm: str) -> None:
+        limiter = RateLimiter("3/second", algorithm=algorithm, store=store, clock=FakeClock())
+        k = _key()
+        limiter.hit(k)
+        before = limiter.peek(k)
+        for _ in range(10):
+            assert limiter.peek(k) == before
+        assert before.allowed and before.remaining == 1
+        assert [limiter.hit(k).allowed for _ in range(3)] == [True, True, False]
+
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_multi_limit_all_or_nothing(self, store: Store, algorithm: str) -> None:
+        clock = FakeClock()
+        limiter = RateLimiter("2/second;3/minute", algorithm=algorithm, store=store, clock=clock)
+        k = _key()
+        assert [limiter.hit(k).allowed for _ in range(3)] == [True, True, False]
+        assert limiter.hit(k).policy == Limit(2, per=1)
+        clock.advance(2)  # the denials consumed nothing from the minute limit
+        assert limiter.hit(k).allowed
+        clock.advance(2)
+        denied = limiter.hit(k)
+        assert not denied.allowed and denied.policy == Limit(3, per=60)
+        assert [d.policy for d in denied.details] == [Limit(2, per=1), Limit(3, per=60)]
+
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_remaining_is_the_largest_cost_that_passes(self, store: Store, algorithm: str) -> None:
+        clock = FakeClock(1_700_000_040.0)
+        limiter = RateLimiter(
+            Limit(5, per=1, burst=7), algorithm=algorithm, store=store, clock=clock
+        )
+        k = _key()
+        rng = random.Random(algorithm)
+        for i in range(25):
+            clock.advance(rng.choice([0.0, 0.0, 2.4e-7, 0.01, 0.13, 0.4]))
+            d = limiter.hit(k, rng.choice([1, 1, 2, 3, 0.5]))
+            assert limiter.peek(k, cost=d.remaining).allowed, (i, d)
+            assert not limiter.peek(k, cost=d.remaining + 1).allowed, (i, d)
+
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_a_drained_fast_limit_at_a_frozen_clock_admits_nothing_more(
+        self, store: Store, algorithm: str
+    ) -> None:
+        for start in (SMALL_CLOCK, EPOCH):
+            limiter = RateLimiter(
+                Limit(1_000_000, per=1), algorithm=algorithm, store=store, clock=FakeClock(start)
+            )
+            k = _key()
+            assert limiter.hit(k, cost=1_000_000).allowed
+            assert not any(limiter.hit(k).allowed for _ in range(20)), start
+            assert limiter.peek(k, cost=0).remaining == 0
+
+    @pytest.mark.parametrize("limit", LARGEST, ids=str)
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_the_extreme_limits_are_held_exactly(
+        self, store: Store, algorithm: str, limit: Limit
+    ) -> None:
+        clock = FakeClock(EPOCH)
+        subject = RateLimiter(limit, algorithm=algorithm, store=store, clock=clock)
+        reference = RateLimiter(limit, algorithm=algorithm, store=MemoryStore(), clock=clock)
+        k = _key()
+        bucket = algorithm in ("token_bucket", "gcra", "leaky_bucket")
+        full = limit.capacity if bucket else limit.amount
+        first = subject.hit(k)
+        assert_same_decision(first, reference.hit(k), "first hit")
+        assert first.allowed and first.remaining == full - 1
+        for i, cost in enumerate([full - 1, 1, 0]):
+            assert_same_decision(subject.hit(k, cost), reference.hit(k, cost), f"step {i}")
+        clock.advance(limit.per / 2)
+        assert_same_decision(subject.peek(k), reference.peek(k), "half a period later")
+        clock.advance(2 * limit.per)
+        assert_same_decision(subject.hit(k), reference.hit(k), "after the period")
+
+    # -- keys, reset, sharing -------------------------------------------------------------------
+
+    def test_reset_and_key_isolation(self, store: Store) -> None:
+        limiter = RateLimiter("1/minute", store=store, clock=FakeClock())
+        base = _key()
+        odd = [base, base + ":", base + "{x}", base + " é ☃", base + "\x00", base + "*" * 5000]
+        for k in odd:
+            assert limiter.hit(k).allowed, k
+        for k in odd:
+            assert not limiter.hit(k).allowed, k
+        limiter.reset(odd[0])
+        assert limiter.hit(odd[0]).allowed
+        assert not limiter.hit(odd[1]).allowed
+
+    def test_same_limit_shares_budget_across_limiters(self, store: Store) -> None:
+        clock = FakeClock()
+        a = RateLimiter("2/minute", store=store, clock=clock)
+        b = RateLimiter("2/minute", store=store, clock=clock)
+        other = RateLimiter("2/minute", algorithm="fixed_window", store=store, clock=clock)
+        k = _key()
+        assert a.hit(k).allowed and b.hit(k).allowed
+        assert not a.hit(k).allowed
+        assert other.hit(k).allowed  # another algorithm keeps its own state
+
+    # -- concurrency leases ---------------------------------------------------------------------
+
+    def test_leases(self, store: Store) -> None:
+        clock = FakeClock()
+        k = _key()
+        assert store.acquire_lease(k, "a", 2, 30, clock()) == 0
+        assert store.acquire_lease(k, "b", 2, 30, clock()) == 0
+        assert store.acquire_lease(k, "c", 2, 30, clock()) == pytest.approx(30)
+        store.release_lease(k, "a", clock())
+        assert store.acquire_lease(k, "c", 2, 30, clock()) == 0
+        clock.advance(10)
+        assert store.acquire_lease(k, "d", 2, 30, clock()) == pytest.approx(20)
+        clock.advance(20)  # a crashed holder's lease runs out and frees its slot
+        assert store.acquire_lease(k, "d", 2, 30, clock()) == 0
+
+    def test_concurrency_cap_through_limiter(self, store: Store) -> None:
+        clock = FakeClock()
+        limiter = RateLimiter("100/second", store=store, clock=clock, max_concurrent=1, lease_ttl=5)
+        k = _key()
+        with limiter.acquire(k):
+            assert store.acquire_lease(k, "probe", 1, 5, clock()) > 0
+        assert store.acquire_lease(k, "probe", 1, 5, clock()) == 0
+
+    # -- exact under concurrency ----------------------------------------------------------------
+
+    def test_threads_admit_exactly_the_limit(self, store: Store) -> None:
+        limiter = RateLimiter("200/day", store=store)
+        k = _key()
+        admitted: list[int] = []
+
+        def worker() -> None:
+            admitted.append(sum(limiter.hit(k).allowed for _ in range(100)))
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(admitted) == 200
+
+    def test_async_tasks_admit_exactly_the_limit(self) -> None:
+        async def check(store: AsyncStore) -> int:
+            limiter = AsyncRateLimiter("150/day", store=store)
+            k = _key()
+            results = await asyncio.gather(*(limiter.hit(k) for _ in range(400)))
+            return sum(d.allowed for d in results)
+
+        assert self.run_async(check) == 150
+
+    # -- health, shadow mode --------------------------------------------------------------------
+
+    def test_health_check(self, store: Store) -> None:
+        store.ping()
+
+    def test_shadow_mode_and_candidate_limits(self, store: Store) -> None:
+        clock = FakeClock(1_700_000_040.0)
+        k = _key()
+        shadow = RateLimiter("3/minute", shadow=True, store=store, clock=clock)
+        reference = RateLimiter("3/minute", store=MemoryStore(), clock=clock)
+        got = [shadow.hit(k) for _ in range(5)]
+        want = [reference.hit(k) for _ in range(5)]
+        assert all(got) and [d.remaining for d in got] == [d.remaining for d in want]
+        assert shadow.metrics().shadow_denied == 2
+        k = _key()
+        candidate = RateLimiter("5/minute", shadow_limits="2/minute", store=store, clock=clock)
+        assert [bool(candidate.hit(k)) for _ in range(6)] == [True] * 5 + [False]
+        metrics = candidate.metrics()
+        assert (metrics.allowed, metrics.shadow_denied, metrics.denied) == (2, 3, 1)
+        assert RateLimiter("2/minute", store=store, clock=clock).hit(k)
+
+    def test_async_shadow_mode(self) -> None:
+        async def check(store: AsyncStore) -> Any:
+            shadow = AsyncRateLimiter(
+                "2/minute", shadow=True, store=store, clock=FakeClock(1_700_000_040.0)
+            )
+            k = _key()
+            assert all([await shadow.hit(k) for _ in range(4)])
+            return shadow.metrics().shadow_denied
+
+        assert self.run_async(check) == 2
