@@ -70,10 +70,10 @@ def tier_of(api_key: str | None) -> str:
 
 import pytest  # noqa: E402
 
-from ratekeeper.integrations import _core  # noqa: E402
+from ratekeeper.integrations.keys import forget_warnings  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _fresh_warnings() -> None:
     """Each test sees its own once-a-minute warnings."""
-    _core._last_logged.clear()
+    forget_warnings()

@@ -171,3 +171,16 @@ async def test_on_denied_enforce_and_errors_get_headers(serve: Factory) -> None:
     assert (await c.get("/enforced")).status == 200
     r = await c.get("/enforced")
     assert r.status == 429 and await r.json() == {"wait": 60.0}
+
+
+async def test_an_on_denied_that_gives_no_response_means_the_default_429(serve: Factory) -> None:
+    def on_denied(request: web.Request, decision: Decision) -> Any:
+        return {"not": "a response"}
+
+    limiter = Limiter("1/minute", clock=FakeClock(), on_denied=on_denied)
+    app = web.Application(middlewares=[limiter.middleware])
+    app.router.add_get("/", hello)
+    c = await serve(app)
+    assert (await c.get("/")).status == 200
+    r = await c.get("/")
+    assert r.status == 429 and (await r.json())["error"] == "rate_limit_exceeded"

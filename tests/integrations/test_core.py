@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ratekeeper import ConfigError, Limit
+from ratekeeper import ConfigError, Limit, Registry
 from ratekeeper.integrations import (
     Engine,
     Key,
@@ -27,7 +27,7 @@ from ratekeeper.integrations import (
     storage_key,
     user,
 )
-from ratekeeper.integrations._core import client_address, user_id
+from ratekeeper.integrations.keys import client_address, user_id
 from ratekeeper.testing import FakeClock
 
 from .conftest import AsyncDownStore, DownStore
@@ -192,7 +192,7 @@ class TestEngine:
         engine = Engine(lambda req: tiers[req["headers"]["x-tier"]], clock=FakeClock())
         for tier in ["a", "b"] * 50:
             engine.check(view(headers={"x-tier": tier}))
-        assert len(engine._limiters) == 2
+        assert len(engine.registry._limiters) == 2
 
     def test_denial_then_retry(self) -> None:
         clock = FakeClock()
@@ -331,14 +331,47 @@ class TestEngine:
         assert (await engine.check_async(view())).allowed
         assert (await asyncio.to_thread(engine.check, view())).allowed  # sync code, async store
         assert (await Engine("1/minute", store=DownStore()).check_async(view())).allowed
-        with pytest.raises(ConfigError, match="asynchronous"):
-            engine.sync_store()
+        with pytest.raises(ConfigError, match="asyncio store"):
+            engine.store.sync()
         with pytest.raises(ConfigError, match="synchronous"):
-            Engine(store=DownStore()).async_store()
+            Engine(store=DownStore()).store.async_()
+
+    def test_engines_share_state_only_through_one_registry(self) -> None:
+        clock = FakeClock()
+        registry = Registry()
+        first = Engine("1/minute", clock=clock, registry=registry)
+        second = Engine("1/minute", clock=clock, registry=registry)
+        assert first.check(view()).allowed
+        assert not second.check(view()).allowed  # the registry's one memory store: one budget
+        assert Engine("1/minute", clock=clock).check(view()).allowed  # a private registry
+        assert first.store.sync() is second.store.sync()
+
+    async def test_a_raising_on_denied_hook_sends_the_default_429(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        def broken(request: Any, decision: Any) -> Any:
+            raise RuntimeError("boom")
+
+        async def broken_async(request: Any, decision: Any) -> Any:
+            raise RuntimeError("boom")
+
+        for hook in (broken, broken_async):
+            engine = Engine("1/minute", on_denied=hook, clock=FakeClock())
+            engine.check(view())
+            denied = engine.check(view()).decision
+            assert denied is not None and not denied.allowed
+            with caplog.at_level(logging.WARNING, "ratekeeper"):
+                assert engine.deny(None, denied, lambda d: (d.status, d.headers)) == (
+                    429,
+                    engine.response_headers(denied),
+                )
+                assert await engine.deny_async(None, denied, lambda d: d.status) == 429
+            engine.close()
+        assert "on_denied hook raised" in caplog.text
 
     def test_memory_url_is_shared_by_sync_and_async(self) -> None:
         engine = Engine("1/minute", store="memory://")
-        assert engine.sync_store() is engine.async_store().sync  # type: ignore[attr-defined]
+        assert engine.store.sync() is engine.store.async_().sync  # type: ignore[attr-defined]
 
 
 def test_frameworks_are_imported_lazily() -> None:

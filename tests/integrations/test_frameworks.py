@@ -417,3 +417,42 @@ def test_blocking_requests_on_a_hanging_asyncio_store_are_answered_in_time(
     assert [r.status for r in replies] == [status] * 16
     assert elapsed < HANGING_STORE_BOUND
     assert "unavailable" in caplog.text
+
+
+# -- one rule spec (issue 10, item 3) -----------------------------------------------------------
+
+
+def test_every_decorator_takes_the_same_rule_options(build: Callable[..., Client]) -> None:
+    """``key``, ``cost``, ``scope``, ``methods`` and ``algorithm`` mean the same everywhere."""
+    rule = {
+        "limit": "3/minute",
+        "key": header_key,
+        "cost": 2,
+        "scope": "shared",
+        "methods": ["GET"],
+        "algorithm": "gcra",
+    }
+    c = build(None, {"/a": rule, "/b": rule, "/post-only": {**rule, "methods": ["POST"]}})
+    tenant = {"X-Client-Id": "t1"}
+    assert c.get("/a", tenant).status == 200  # cost 2 of 3
+    assert c.get("/b", tenant).status == 429  # the same budget (scope), the same key
+    assert c.get("/b", {"X-Client-Id": "t2"}).status == 200  # another key
+    assert c.statuses("/post-only", 3, tenant) == [200] * 3  # a GET: the rule does not apply
+
+
+def _decorators() -> dict[str, Callable[..., Any]]:
+    from ratekeeper.integrations import aiohttp, django, fastapi, flask
+
+    return {
+        "flask": flask.Limiter().limit,
+        "django": django.ratelimit,
+        "fastapi": fastapi.Limiter().limit,
+        "aiohttp": aiohttp.Limiter().limit,
+    }
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_unknown_decorator_keyword_fails_when_decorating(framework: str) -> None:
+    decorator = _decorators()[framework]
+    with pytest.raises(TypeError, match="scoep"):
+        decorator("1/minute", scoep="typo")(lambda request: None)

@@ -18,23 +18,17 @@ headers. ``request["user"]`` (if an auth middleware sets it) is the user for the
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from aiohttp import web
 
 from ratekeeper.decision import Decision
 from ratekeeper.errors import RateLimitExceeded
-from ratekeeper.integrations._core import (
-    CostSpec,
-    Engine,
-    KeySpec,
-    LimitRule,
-    LimitSpec,
-    Outcome,
-    RequestView,
-    scope_of,
-)
+from ratekeeper.integrations.engine import Engine
+from ratekeeper.integrations.keys import LimitSpec, RequestView, joined_header
+from ratekeeper.integrations.rules import Denial, LimitRule, Outcome, RuleOptions
 
 __all__ = ["Limiter", "view_of"]
 
@@ -46,15 +40,11 @@ _LIMITED = "__ratekeeper_limited__"  # set on @limit handlers: their limits repl
 
 def view_of(request: web.Request) -> RequestView:
     """The neutral view of an aiohttp request."""
-
-    def get_header(name: str) -> str | None:
-        return ", ".join(request.headers.getall(name, ())) or None
-
     resource = request.match_info.route.resource
     return RequestView(
         method=request.method,
         path=request.path,
-        get_header=get_header,
+        get_header=joined_header(lambda name: request.headers.getall(name, ())),
         client=request.remote,
         native=request,
         route=resource.canonical if resource is not None else None,
@@ -69,6 +59,8 @@ class Limiter:
     ``on_store_error`` (default ``"allow"``)…)."""
 
     def __init__(self, default_limits: LimitSpec | None = None, **options: Any) -> None:
+        if callable(options.get("on_denied")):
+            options["on_denied"] = _responses_only(options["on_denied"])
         self.engine = Engine(default_limits, **options)
         self.middleware = self._make_middleware()
 
@@ -82,15 +74,7 @@ class Limiter:
         await self.engine.aclose()
 
     async def _denial(self, request: web.Request, decision: Decision) -> web.StreamResponse:
-        custom = await self.engine.call_on_denied_async(request, decision)
-        if isinstance(custom, web.StreamResponse):
-            return custom
-        return web.Response(
-            body=self.engine.denial_body(decision),
-            status=429,
-            headers=self.engine.response_headers(decision),
-            content_type="application/json",
-        )
+        return await self.engine.deny_async(request, decision, _respond)
 
     def _headers(self, outcome: Outcome, response: web.StreamResponse) -> web.StreamResponse:
         if not response.prepared:
@@ -140,28 +124,13 @@ class Limiter:
         except RateLimitExceeded as exc:
             return await self._denial(request, exc.decision)
 
-    def limit(
-        self,
-        limit: LimitSpec,
-        *,
-        key: KeySpec | None = None,
-        cost: CostSpec | None = None,
-        scope: str | None = None,
-        methods: list[str] | None = None,
-        algorithm: str | None = None,
-    ) -> Callable[[H], H]:
+    def limit(self, limit: LimitSpec, **options: Unpack[RuleOptions]) -> Callable[[H], H]:
         """Limit a handler (a coroutine ``handler(request)``) by these limits instead of the
-        default limits. ``scope`` names a budget shared with other handlers."""
+        default limits. ``options`` are the `RuleOptions` (``scope`` names a budget shared with
+        other handlers)."""
 
         def decorate(handler: H) -> H:
-            rule = self.engine.rule(
-                limit,
-                scope=scope or scope_of(handler),
-                key=key,
-                cost=cost,
-                methods=methods,
-                algorithm=algorithm,
-            )
+            rule = self.engine.rule(limit, target=handler, **options)
 
             @functools.wraps(handler)
             async def limited(request: web.Request) -> web.StreamResponse:
@@ -176,3 +145,25 @@ class Limiter:
         """Exempt a handler from the default limits."""
         setattr(handler, _EXEMPT, True)
         return handler
+
+
+def _responses_only(hook: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """``on_denied`` for aiohttp: whatever it returns that is not a response means the default."""
+
+    @functools.wraps(hook)
+    async def on_denied(request: web.Request, decision: Decision) -> web.StreamResponse | None:
+        result = hook(request, decision)
+        if inspect.isawaitable(result):
+            result = await result
+        return result if isinstance(result, web.StreamResponse) else None
+
+    return on_denied
+
+
+def _respond(denial: Denial) -> web.Response:
+    return web.Response(
+        body=denial.body,
+        status=denial.status,
+        headers=denial.headers,
+        content_type=denial.content_type,
+    )

@@ -32,8 +32,8 @@ import functools
 import importlib
 import inspect
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeVar, Unpack
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings  # type: ignore[import-untyped]
@@ -41,18 +41,16 @@ from django.core.signals import setting_changed  # type: ignore[import-untyped]
 from django.http import HttpRequest, HttpResponse, HttpResponseBase  # type: ignore[import-untyped]
 from django.urls import Resolver404, resolve  # type: ignore[import-untyped]
 
-from ratekeeper.decision import Decision
+from ratekeeper._drive import drive, drive_async
 from ratekeeper.errors import ConfigError
-from ratekeeper.integrations._core import (
-    CostSpec,
-    Engine,
-    KeySpec,
+from ratekeeper.integrations.engine import Engine
+from ratekeeper.integrations.keys import LimitSpec, RequestView, ViewFunction
+from ratekeeper.integrations.rules import (
+    Denial,
     LimitRule,
-    LimitSpec,
     Outcome,
-    RequestView,
-    ViewFunction,
-    scope_of,
+    RuleOptions,
+    check_rule_options,
 )
 from ratekeeper.limits import to_limits
 
@@ -61,7 +59,6 @@ __all__ = ["RateLimitMiddleware", "get_engine", "ratelimit", "ratelimit_exempt",
 F = TypeVar("F", bound=Callable[..., Any])
 _EXEMPT = "ratekeeper_exempt"
 _LIMITED = "ratekeeper_limited"  # set on @ratelimit views: their own limits replace the defaults
-_OUTCOME = "_ratekeeper_outcome"
 _CALLABLE_OPTIONS = ("key", "cost", "on_denied", "limits", "clock")
 
 _engine: Engine | None = None
@@ -158,17 +155,14 @@ def view_of(request: HttpRequest) -> RequestView:
     )
 
 
-def _denial(engine: Engine, decision: Decision) -> HttpResponse:
-    response = HttpResponse(
-        engine.denial_body(decision), status=429, content_type="application/json"
+def _respond(denial: Denial) -> HttpResponse:
+    return HttpResponse(
+        denial.body, status=denial.status, content_type=denial.content_type, headers=denial.headers
     )
-    for name, value in engine.response_headers(decision).items():
-        response[name] = value
-    return response
 
 
-def _add_headers(engine: Engine, outcome: Outcome | None, response: Any) -> Any:
-    if outcome is not None and isinstance(response, HttpResponseBase):
+def _add_headers(engine: Engine, outcome: Outcome, response: Any) -> Any:
+    if isinstance(response, HttpResponseBase):
         for name, value in engine.response_headers(outcome.decision).items():
             if name not in response:
                 response[name] = value
@@ -187,6 +181,49 @@ def _skips_defaults(request: HttpRequest) -> bool:
 
 
 _MARKS = (_EXEMPT, _LIMITED)
+Rules = Callable[[Engine], list[LimitRule]]
+
+
+def _limited(
+    request: HttpRequest, call_next: Callable[[], Any], own: Rules | None, asynchronous: bool
+) -> Generator[Any, Any, Any]:
+    """The one flow of the middleware (``own`` None: the default limits) and of ``@ratelimit``
+    views (``own(engine)``: the view's rules). Each step is yielded: a value in blocking code, an
+    awaitable in async code (:func:`_run` and :func:`_run_async` drive it)."""
+    engine = get_engine()
+    if own is None:
+        view = view_of(request)
+        if not engine.rules or engine.is_exempt(view) or _skips_defaults(request):
+            return (yield call_next())
+        rules = None
+    elif engine.enabled:
+        view, rules = view_of(request), own(engine)
+    else:
+        return (yield call_next())
+    check, deny = (
+        (engine.check_async, engine.deny_async) if asynchronous else (engine.check, engine.deny)
+    )
+    outcome: Outcome = yield check(view, rules)
+    if not outcome.allowed:
+        assert outcome.decision is not None
+        return (yield deny(request, outcome.decision, _respond))
+    return _add_headers(engine, outcome, (yield call_next()))
+
+
+def _run(flow: Generator[Any, Any, Any]) -> Any:
+    return drive(flow, _value)
+
+
+async def _run_async(flow: Generator[Any, Any, Any]) -> Any:
+    return await drive_async(flow, _awaited)
+
+
+def _value(step: Any) -> Any:
+    return step
+
+
+async def _awaited(step: Awaitable[Any]) -> Any:
+    return await step
 
 
 class RateLimitMiddleware:
@@ -202,100 +239,47 @@ class RateLimitMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
 
-    def _view(self, engine: Engine, request: HttpRequest) -> RequestView | None:
-        if not engine.rules:
-            return None
-        view = view_of(request)
-        if engine.is_exempt(view) or _skips_defaults(request):
-            return None
-        return view
-
     def __call__(self, request: HttpRequest) -> Any:
+        call_next = functools.partial(self.get_response, request)
         if self.is_async:
-            return self.__acall__(request)
-        engine = get_engine()
-        view = self._view(engine, request)
-        if view is None:
-            return self.get_response(request)
-        outcome = engine.check(view)
-        if not outcome.allowed:
-            assert outcome.decision is not None
-            custom = engine.call_on_denied(request, outcome.decision)
-            return custom if custom is not None else _denial(engine, outcome.decision)
-        return _add_headers(engine, outcome, self.get_response(request))
-
-    async def __acall__(self, request: HttpRequest) -> Any:
-        engine = get_engine()
-        view = self._view(engine, request)
-        if view is None:
-            return await self.get_response(request)
-        outcome = await engine.check_async(view)
-        if not outcome.allowed:
-            assert outcome.decision is not None
-            custom = await engine.call_on_denied_async(request, outcome.decision)
-            return custom if custom is not None else _denial(engine, outcome.decision)
-        return _add_headers(engine, outcome, await self.get_response(request))
+            return _run_async(_limited(request, call_next, None, True))
+        return _run(_limited(request, call_next, None, False))
 
 
-def ratelimit(
-    limit: LimitSpec,
-    *,
-    key: KeySpec | None = None,
-    cost: CostSpec | None = None,
-    scope: str | None = None,
-    methods: list[str] | None = None,
-    algorithm: str | None = None,
-) -> Callable[[F], F]:
+def ratelimit(limit: LimitSpec, **options: Unpack[RuleOptions]) -> Callable[[F], F]:
     """Limit a view (sync or async function view, or ``as_view()`` result), on the engine of
-    ``settings.RATEKEEPER``. ``scope`` names a budget shared with other views. The view's own
-    limits replace the middleware's default limits for it."""
+    ``settings.RATEKEEPER``. ``options`` are the `RuleOptions`; ``scope`` names a budget shared
+    with other views. The view's own limits replace the middleware's default limits for it."""
+    check_rule_options(options)  # a bad rule fails at import time, not on the first request
     if isinstance(limit, str):
-        to_limits(limit)  # a bad rate fails at import time, not on the first request
+        to_limits(limit)
 
     def decorate(func: F) -> F:
-        name = scope or scope_of(func)
-        rules: dict[int, LimitRule] = {}
+        rules: dict[int, list[LimitRule]] = {}
 
-        def rule_for(engine: Engine) -> LimitRule:
-            rule = rules.get(id(engine))
-            if rule is None:
+        def own(engine: Engine) -> list[LimitRule]:
+            found = rules.get(id(engine))
+            if found is None:
                 rules.clear()  # settings changed: one engine at a time
-                rule = rules[id(engine)] = engine.rule(
-                    limit, scope=name, key=key, cost=cost, methods=methods, algorithm=algorithm
-                )
-            return rule
+                found = rules[id(engine)] = [engine.rule(limit, target=func, **options)]
+            return found
 
         if iscoroutinefunction(func):
 
             @functools.wraps(func)
-            async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                engine = get_engine()
-                if not engine.enabled:
-                    return await func(request, *args, **kwargs)
-                outcome = await engine.check_async(view_of(request), [rule_for(engine)])
-                if not outcome.allowed:
-                    assert outcome.decision is not None
-                    custom = await engine.call_on_denied_async(request, outcome.decision)
-                    return custom if custom is not None else _denial(engine, outcome.decision)
-                return _add_headers(engine, outcome, await func(request, *args, **kwargs))
+            async def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                call_next = functools.partial(func, request, *args, **kwargs)
+                return await _run_async(_limited(request, call_next, own, True))
 
-            setattr(async_view, _LIMITED, True)
-            return async_view  # type: ignore[return-value]
+        else:
 
-        @functools.wraps(func)
-        def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            engine = get_engine()
-            if not engine.enabled:
-                return func(request, *args, **kwargs)
-            outcome = engine.check(view_of(request), [rule_for(engine)])
-            if not outcome.allowed:
-                assert outcome.decision is not None
-                custom = engine.call_on_denied(request, outcome.decision)
-                return custom if custom is not None else _denial(engine, outcome.decision)
-            return _add_headers(engine, outcome, func(request, *args, **kwargs))
+            @functools.wraps(func)
+            def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                call_next = functools.partial(func, request, *args, **kwargs)
+                return _run(_limited(request, call_next, own, False))
 
-        setattr(sync_view, _LIMITED, True)
-        return sync_view  # type: ignore[return-value]
+        setattr(limited, _LIMITED, True)
+        return limited  # type: ignore[return-value]
 
     return decorate
 

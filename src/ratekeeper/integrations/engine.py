@@ -2,11 +2,20 @@
 
 An adapter turns its framework's request into a :class:`RequestView` and asks an :class:`Engine`
 to check a list of :class:`LimitRule`; the engine answers an :class:`Outcome` (the decision to
-report, and whether the request may go on). The adapter only builds responses.
+report, and whether the request may go on). On a denial the adapter asks :meth:`Engine.deny` for
+the response (``on_denied``'s, else its ``respond`` applied to the default :class:`Denial`). The
+adapter only converts: request to view, outcome to response.
 
-The check is written once, as a generator (:meth:`Engine._flow`) that yields whatever must be
-awaited (an async key, cost or limit function; an async limiter's ``hit``); two small drivers run
-it, :meth:`Engine.check` (blocking) and :meth:`Engine.check_async`. A dynamic limit that raises or
+Stores and limiters come from the registry layer: the engine's store is
+``registry.store(store)`` (a :class:`StorePair`, both faces of one store) and each distinct
+(algorithm, limits) gets the registry's cached limiter. An engine has its own private
+:class:`Registry` unless given one, so two apps never share state.
+
+Sync and async: the check and the denial are each written once, as a generator of steps
+(:meth:`Engine._flow`, :meth:`Engine._denial`) that yields whatever must be awaited (an async key,
+cost, limit or ``on_denied`` function; an async limiter's ``hit``); the two drivers of
+:mod:`ratekeeper._drive` run them, blocking (:meth:`Engine.check`, :meth:`Engine.deny`) or
+awaited (:meth:`Engine.check_async`, :meth:`Engine.deny_async`). A dynamic limit that raises or
 is not a rate skips its rule, logged.
 
 Blocking code with an asyncio store (Flask or sync Django given an ``AsyncRedisStore``) runs each
@@ -19,14 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import math
 import re
-import threading
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
+from ratekeeper._drive import drive, drive_async
 from ratekeeper.algorithms import get_algorithm
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, StoreUnavailable
@@ -37,31 +45,35 @@ from ratekeeper.integrations.keys import (
     LimitSpec,
     RequestView,
     ViewFunction,
-    _warn,
     client_ip,
     peer_key,
     storage_key,
+    warn,
 )
 from ratekeeper.integrations.loop import LoopThread
 from ratekeeper.integrations.rules import (
-    _FAILED,
-    _GROUP_OF,
+    HEADER_GROUP_OF,
     HEADER_GROUPS,
+    Denial,
     HeaderGroup,
     LimitRule,
     Outcome,
-    _methods,
-    _path_matchers,
-    denial_body,
+    RuleOptions,
+    check_rule_options,
+    method_set,
+    path_matchers,
 )
 from ratekeeper.limiter import AsyncRateLimiter, OnStoreError, RateLimiter
 from ratekeeper.limits import Limit, to_limits
-from ratekeeper.stores import AsyncStore, Store, async_store_from_url, store_from_url
-from ratekeeper.stores.memory import AsyncMemoryStore, MemoryStore
+from ratekeeper.registry import DEFAULT_MAX_LIMITERS, Registry, StorePair, StoreSpec
 
 # Seconds blocking code waits for an asyncio store's answer before it counts the store as
 # unavailable: the stores' own 0.5 s deadline plus room, inside the 1.0 s decision bound.
 BRIDGE_TIMEOUT = 0.75
+
+R = TypeVar("R")
+Respond = Callable[[Denial], R]  # an adapter's default 429: the framework's response to a Denial
+_FAILED = object()  # what a user function that raised returns (logged)
 
 
 class Engine:
@@ -79,13 +91,14 @@ class Engine:
     framework's response (or None for the default JSON 429); ``key_prefix`` (default none: the
     stores namespace their keys already) separates engines sharing one store; ``enabled=False``
     switches limiting off; ``bridge_timeout``: how long blocking code waits for an asyncio
-    store (default 0.75 s) before ``on_store_error`` decides.
+    store (default 0.75 s) before ``on_store_error`` decides; ``registry``: the registry that
+    builds the store and caches the limiters (default: a private one of ``max_limiters``).
 
     Store keys are ``[key_prefix:]scope:kind:value`` (:func:`storage_key`), unambiguous: a custom
     key function's value is of kind ``custom`` and cannot reach a built-in key's budget.
 
-    One limiter is built per distinct (algorithm, limits) and cached, so a dynamic limit costs a
-    dict lookup per request, not a limiter.
+    One limiter is built per distinct (algorithm, limits) and cached by the registry, so a dynamic
+    limit costs a dict lookup per request, not a limiter.
     """
 
     def __init__(
@@ -95,7 +108,7 @@ class Engine:
         rules: Iterable[LimitRule] = (),
         key: KeySpec | None = None,
         cost: CostSpec = 1,
-        store: str | Store | AsyncStore | None = None,
+        store: StoreSpec = None,
         algorithm: str = "token_bucket",
         clock: Callable[[], float] | None = None,
         on_store_error: OnStoreError = "allow",
@@ -107,8 +120,9 @@ class Engine:
         on_denied: Callable[[Any, Decision], Any] | None = None,
         key_prefix: str = "",
         enabled: bool = True,
-        max_limiters: int = 1024,
+        max_limiters: int = DEFAULT_MAX_LIMITERS,
         bridge_timeout: float = BRIDGE_TIMEOUT,
+        registry: Registry | None = None,
     ) -> None:
         if on_store_error not in ("allow", "deny", "raise"):
             raise ConfigError(
@@ -123,8 +137,8 @@ class Engine:
         get_algorithm(algorithm)  # a bad algorithm name fails here, not on the first request
         self.clock = clock
         self.on_store_error: OnStoreError = on_store_error
-        self.exempt_paths = _path_matchers(exempt_paths)
-        self.exempt_methods = _methods(exempt_methods) or frozenset()
+        self.exempt_paths = path_matchers(exempt_paths)
+        self.exempt_methods = method_set(exempt_methods) or frozenset()
         if headers is True:
             self.header_groups = HEADER_GROUPS
         elif headers is False or headers is None:
@@ -155,91 +169,46 @@ class Engine:
         if limits is not None:
             self.rules.append(self.rule(limits, scope="default"))
         self.rules.extend(rules)
-        self._store_spec = store
-        self._sync_store: Store | None = None
-        self._async_store: AsyncStore | None = None
-        self._setup_store(store)
-        self._limiters: dict[tuple[Any, ...], RateLimiter | AsyncRateLimiter] = {}
+        self.registry = registry if registry is not None else Registry(max_limiters=max_limiters)
+        self.store: StorePair = self.registry.store(store)
+        # A URL gives both faces; a store object only its own (the other one is a ConfigError).
+        self._blocking_face = _has_face(self.store, self.store.sync)
+        self._asyncio_face = _has_face(self.store, self.store.async_)
         self._parsed: dict[str, tuple[Limit, ...] | None] = {}
-        self._lock = threading.Lock()
-
-    def _setup_store(self, store: str | Store | AsyncStore | None) -> None:
-        if store is None:
-            memory = MemoryStore()
-            self._sync_store, self._async_store = memory, AsyncMemoryStore(memory)
-        elif isinstance(store, str) and store.lower().startswith("memory:"):
-            self._setup_store(MemoryStore.from_url(store))
-        elif isinstance(store, str):
-            self._check_url(store)  # the stores themselves are built on first use
-        elif isinstance(store, MemoryStore):
-            self._sync_store, self._async_store = store, AsyncMemoryStore(store)
-        elif inspect.iscoroutinefunction(getattr(store, "hit", None)):
-            self._async_store = store  # type: ignore[assignment]
-        elif isinstance(store, Store):
-            self._sync_store = store
-        else:
-            raise ConfigError(f"store must be a URL or a store object, got {store!r}")
-
-    @staticmethod
-    def _check_url(url: str) -> None:
-        from ratekeeper.stores import _store_class
-
-        _store_class(url, 1)  # unknown schemes and missing client libraries fail at setup
 
     def close(self) -> None:
         """Close the synchronous store if the engine built it from a URL, and stop the engine's
         event loop thread (if blocking code used one)."""
-        if isinstance(self._store_spec, str) and self._sync_store is not None:
-            self._sync_store.close()
+        self.store.close()
         self._loop.stop()
 
     async def aclose(self) -> None:
         """Close the stores the engine built from a URL (call it on application shutdown)."""
-        if isinstance(self._store_spec, str):
-            if self._async_store is not None:
-                await self._async_store.close()
-            self.close()
-
-    def sync_store(self) -> Store:
-        if self._sync_store is None:
-            if not isinstance(self._store_spec, str):
-                raise ConfigError(
-                    f"store {self._store_spec!r} is asynchronous; this integration needs a "
-                    "synchronous store (or a URL)"
-                )
-            self._sync_store = store_from_url(self._store_spec)
-        return self._sync_store
-
-    def async_store(self) -> AsyncStore:
-        if self._async_store is None:
-            if not isinstance(self._store_spec, str):
-                raise ConfigError(
-                    f"store {self._store_spec!r} is synchronous; this integration needs an "
-                    "asyncio store (or a URL)"
-                )
-            self._async_store = async_store_from_url(self._store_spec)
-        return self._async_store
+        if isinstance(self.store.spec, str):
+            await self.store.aclose()
+            self._loop.stop()
 
     def rule(
         self,
         limit: LimitSpec,
         *,
-        scope: str,
-        key: KeySpec | None = None,
-        cost: CostSpec | None = None,
-        methods: Iterable[str] | None = None,
+        target: object = None,
         paths: Iterable[str | re.Pattern[str]] | None = None,
-        algorithm: str | None = None,
+        **options: Unpack[RuleOptions],
     ) -> LimitRule:
-        """A rule using this engine's defaults for what is not given."""
+        """A rule using this engine's defaults for what is not given: its cost, and, without
+        ``scope``, the budget of ``target`` (the decorated view, see :func:`scope_of`)."""
+        check_rule_options(options)
+        scope = options.get("scope") or (scope_of(target) if target is not None else None)
+        cost = options.get("cost")
         return LimitRule(
             limit,
-            scope=scope,
-            key=key,
+            scope=scope,  # type: ignore[arg-type]  # None: LimitRule raises ConfigError
+            key=options.get("key"),
             cost=self.default_cost if cost is None else cost,
-            methods=methods,
+            methods=options.get("methods"),
             paths=paths,
-            algorithm=algorithm,
+            algorithm=options.get("algorithm"),
         )
 
     def is_exempt(self, view: RequestView) -> bool:
@@ -260,11 +229,12 @@ class Engine:
         return {
             name: value
             for name, value in decision.headers().items()
-            if _GROUP_OF.get(name, "ratelimit") in groups
+            if HEADER_GROUP_OF.get(name, "ratelimit") in groups
         }
 
-    def denial_body(self, decision: Decision) -> bytes:
-        return json.dumps(denial_body(decision)).encode()
+    def denial(self, decision: Decision) -> Denial:
+        """The default response to ``decision``: the JSON 429 with this engine's headers."""
+        return Denial.of(decision, self.response_headers(decision))
 
     # -- limiters --
 
@@ -279,7 +249,7 @@ class Engine:
         try:
             limits = to_limits(value)
         except (ConfigError, TypeError) as exc:
-            _warn(
+            warn(
                 "limit-value",
                 "ratekeeper: dynamic limit %r is not a rate (%s); not limiting",
                 value,
@@ -293,44 +263,40 @@ class Engine:
     def limiter(
         self, limits: tuple[Limit, ...], algorithm: str | None, asynchronous: bool
     ) -> RateLimiter | AsyncRateLimiter:
-        """The cached limiter for these limits (one per distinct limits, not per request)."""
-        algorithm = algorithm or self.algorithm
-        cache_key = (asynchronous, algorithm, limits)
-        found = self._limiters.get(cache_key)
-        if found is not None:
-            return found
-        with self._lock:
-            found = self._limiters.get(cache_key)
-            if found is None:
-                if len(self._limiters) >= self.max_limiters:
-                    _warn("limiters", "ratekeeper: more than %d distinct limits", self.max_limiters)
-                    self._limiters.pop(next(iter(self._limiters)))
-                options: dict[str, Any] = {
-                    "algorithm": algorithm,
-                    "clock": self.clock,
-                    "on_store_error": self.on_store_error,
-                }
-                if asynchronous:
-                    found = AsyncRateLimiter(limits, store=self.async_store(), **options)
-                else:
-                    found = RateLimiter(limits, store=self.sync_store(), **options)
-                self._limiters[cache_key] = found
-        return found
+        """The registry's limiter for these limits on the engine's store (built once)."""
+        return self.registry.limiter(
+            self.store,
+            limits,
+            asynchronous=asynchronous,
+            algorithm=algorithm or self.algorithm,
+            clock=self.clock,
+            on_store_error=self.on_store_error,
+        )
 
-    # -- the check, once, and its two drivers --
+    # -- the check and the denial, once each, and their two drivers --
 
     def _call(
-        self, func: Callable[[Any], Any], view: RequestView, what: str
+        self, what: str, func: Callable[..., Any], *args: Any, message: str = ""
     ) -> Generator[Any, Any, Any]:
-        """Call a user or built-in function; yield its result if awaitable; _FAILED if it raised."""
+        """Call a user or built-in function; yield its result if awaitable; _FAILED (logged,
+        with ``message`` if given) if it raised."""
         try:
-            result = func(view) if isinstance(func, ViewFunction) else func(view.native)
+            result = func(*args)
             if inspect.isawaitable(result):
                 result = yield result
         except Exception:
-            _warn(what, "ratekeeper: the %s function %r raised", what, func, exc_info=True)
+            if message:
+                warn(what, message, exc_info=True)
+            else:
+                warn(what, "ratekeeper: the %s function %r raised", what, func, exc_info=True)
             return _FAILED
         return result
+
+    def _call_on(
+        self, what: str, func: Callable[[Any], Any], view: RequestView
+    ) -> Generator[Any, Any, Any]:
+        """:meth:`_call` with the request: the view for a `ViewFunction`, else the native one."""
+        return self._call(what, func, view if isinstance(func, ViewFunction) else view.native)
 
     def _flow(
         self, view: RequestView, rules: Sequence[LimitRule], asynchronous: bool
@@ -341,7 +307,7 @@ class Engine:
                 continue
             limits = rule.static
             if limits is None:
-                value = yield from self._call(rule.limit, view, "limit")  # type: ignore[arg-type]
+                value = yield from self._call_on("limit", rule.limit, view)  # type: ignore[arg-type]
                 if value is _FAILED:
                     continue
                 limits = self._limits(value)
@@ -350,10 +316,10 @@ class Engine:
             key = storage_key(rule.scope, (yield from self._key(rule, view)), self.key_prefix)
             cost = rule.cost
             if callable(cost):
-                cost = yield from self._call(cost, view, "cost")
+                cost = yield from self._call_on("cost", cost, view)
                 if cost is _FAILED or not _valid_cost(cost):
                     if cost is not _FAILED:
-                        _warn("cost", "ratekeeper: cost %r is not a number >= 0; using 1", cost)
+                        warn("cost", "ratekeeper: cost %r is not a number >= 0; using 1", cost)
                     cost = 1
             limiter = self.limiter(limits, rule.algorithm, asynchronous)
             result: Any = limiter.hit(key, float(cost))
@@ -379,13 +345,13 @@ class Engine:
         anything else (None, "", an object that would make a new key per request) is logged and
         the request is keyed by client address."""
         func = rule.key or self.default_key
-        value = yield from self._call(func, view, "key")
+        value = yield from self._call_on("key", func, view)
         if isinstance(value, str) and value:
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         if value is not _FAILED:
-            _warn(
+            warn(
                 "key-value",
                 "ratekeeper: key function %r returned %r, not a non-empty str or an int; "
                 "keying by client address",
@@ -393,7 +359,7 @@ class Engine:
                 value if value is None or isinstance(value, str) else type(value),
             )
         if func is not self.client_key:  # the client address, honouring trusted proxies
-            value = yield from self._call(self.client_key, view, "key")
+            value = yield from self._call_on("key", self.client_key, view)
             if isinstance(value, str) and value:
                 return value
         return peer_key(view)
@@ -402,7 +368,7 @@ class Engine:
         """The ``on_store_error`` decision when the store gave no answer in time."""
         if self.on_store_error == "raise":
             raise exc
-        _warn(
+        warn(
             "store-timeout",
             "ratekeeper: rate limit store unavailable (%s); %s requests",
             exc,
@@ -413,53 +379,61 @@ class Engine:
             return Decision(True, limit.amount, limit.amount, 0.0, 0.0, 0.0, limit, True)
         return Decision(False, limit.amount, 0, 1.0, 1.0, 0.0, limit, True)
 
+    def _denial(
+        self, native: Any, decision: Decision, respond: Respond[R]
+    ) -> Generator[Any, Any, R | Any]:
+        """``on_denied``'s response when it gives one, else ``respond`` to the default
+        :class:`Denial`."""
+        if self.on_denied is not None:
+            custom = yield from self._call(
+                "on_denied",
+                self.on_denied,
+                native,
+                decision,
+                message="ratekeeper: on_denied hook raised; default 429",
+            )
+            if custom is not None and custom is not _FAILED:
+                return custom
+        return respond(self.denial(decision))
+
     def check(self, view: RequestView, rules: Sequence[LimitRule] | None = None) -> Outcome:
         """Check ``view`` against ``rules`` (default: the engine's rules) from blocking code.
         Awaitables returned by key/cost/limit functions are run to completion on the engine's
         event loop thread; with only an asyncio store, so are the store calls, each within
         ``bridge_timeout``."""
-        asynchronous = self._sync_store is None and self._async_store is not None
-        flow = self._flow(view, self.rules if rules is None else rules, asynchronous)
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = flow.throw(error) if error else flow.send(value)
-            except StopIteration as stop:
-                result: Outcome = stop.value
-                return result
-            error = None
-            try:
-                if isinstance(step, _StoreCall):
-                    value = self._loop.run(step.call, self.bridge_timeout)
-                else:
-                    value = self.run_sync(step)
-            except TimeoutError as exc:
-                error = StoreUnavailable(f"no answer from the store within {exc}")
-            except Exception as exc:
-                error = exc
+        flow = self._flow(view, self.rules if rules is None else rules, not self._blocking_face)
+        return drive(flow, self._run_step)
 
     async def check_async(
         self, view: RequestView, rules: Sequence[LimitRule] | None = None
     ) -> Outcome:
         """Check ``view`` against ``rules`` (default: the engine's rules) with asyncio limiters
         (with only a synchronous store, the blocking check runs in a worker thread)."""
-        if self._async_store is None and self._sync_store is not None:
+        if not self._asyncio_face:
             return await asyncio.to_thread(self.check, view, rules)
         flow = self._flow(view, self.rules if rules is None else rules, True)
-        value: Any = None
-        error: BaseException | None = None
-        while True:
+        return await drive_async(flow, _await_step)
+
+    def deny(self, native: Any, decision: Decision, respond: Respond[R]) -> R | Any:
+        """The response to a denied request, from blocking code: ``on_denied(native, decision)``
+        (an awaitable one runs on the engine's loop) unless it returns None, else
+        ``respond(self.denial(decision))``: the framework's default 429. A hook that raises is
+        logged and the default is sent."""
+        return drive(self._denial(native, decision, respond), self._run_step)
+
+    async def deny_async(self, native: Any, decision: Decision, respond: Respond[R]) -> R | Any:
+        """:meth:`deny`, with an async ``on_denied`` awaited."""
+        return await drive_async(self._denial(native, decision, respond), _await_step)
+
+    def _run_step(self, step: Any) -> Any:
+        """A step of a flow, from blocking code: a store call within ``bridge_timeout`` (past
+        it, `StoreUnavailable`), any other awaitable on the engine's loop."""
+        if isinstance(step, _StoreCall):
             try:
-                step = flow.throw(error) if error else flow.send(value)
-            except StopIteration as stop:
-                result: Outcome = stop.value
-                return result
-            error = None
-            try:
-                value = await (step.call if isinstance(step, _StoreCall) else step)
-            except Exception as exc:
-                error = exc
+                return self._loop.run(step.call, self.bridge_timeout)
+            except TimeoutError as exc:
+                raise StoreUnavailable(f"no answer from the store within {exc}") from None
+        return self.run_sync(step)
 
     def run_sync(self, value: Any) -> Any:
         """Run an awaitable to completion on the engine's event loop thread, from blocking code
@@ -468,27 +442,21 @@ class Engine:
         ``engine.run_sync(store.close())``."""
         return self._loop.run(value) if inspect.isawaitable(value) else value
 
-    # -- the denial hook --
 
-    def call_on_denied(self, native: Any, decision: Decision) -> Any:
-        """The ``on_denied`` hook's response (awaitables run to completion), or None."""
-        if self.on_denied is None:
-            return None
-        try:
-            return self.run_sync(self.on_denied(native, decision))
-        except Exception:
-            _warn("on_denied", "ratekeeper: on_denied hook raised; default 429", exc_info=True)
-            return None
+async def _await_step(step: Any) -> Any:
+    """A step of a flow, from async code: awaited."""
+    return await (step.call if isinstance(step, _StoreCall) else step)
 
-    async def call_on_denied_async(self, native: Any, decision: Decision) -> Any:
-        if self.on_denied is None:
-            return None
-        try:
-            result = self.on_denied(native, decision)
-            return await result if inspect.isawaitable(result) else result
-        except Exception:
-            _warn("on_denied", "ratekeeper: on_denied hook raised; default 429", exc_info=True)
-            return None
+
+def _has_face(store: StorePair, face: Callable[[], object]) -> bool:
+    """Whether ``store`` has this face (sync or asyncio) without building it: a URL has both."""
+    if store.url is not None:
+        return True
+    try:
+        face()
+    except ConfigError:
+        return False
+    return True
 
 
 def _valid_cost(cost: Any) -> bool:
@@ -505,7 +473,7 @@ class _StoreCall:
         self.call = call
 
 
-def scope_of(func: Callable[..., Any]) -> str:
+def scope_of(func: object) -> str:
     """The default budget name of a decorated view: its module and qualified name."""
     module = getattr(func, "__module__", None) or "?"
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)

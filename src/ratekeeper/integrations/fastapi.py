@@ -24,9 +24,8 @@ the JSON body and honours ``on_denied``. Allowed responses get the headers too.
 
 import functools
 import inspect
-import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack, cast
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -35,14 +34,14 @@ from starlette.routing import Match
 
 from ratekeeper.decision import Decision
 from ratekeeper.errors import RateLimitExceeded
-from ratekeeper.integrations._core import (
-    CostSpec,
-    Engine,
-    KeySpec,
+from ratekeeper.integrations.engine import Engine
+from ratekeeper.integrations.keys import LimitSpec
+from ratekeeper.integrations.rules import (
+    RULE_OPTIONS,
+    Denial,
     LimitRule,
-    LimitSpec,
+    RuleOptions,
     denial_body,
-    scope_of,
 )
 from ratekeeper.integrations.starlette import HEADERS_SCOPE_KEY, RateLimitMiddleware, view_of
 
@@ -74,18 +73,16 @@ async def rate_limit_exceeded_handler(request: Request, exc: Exception) -> Respo
     429 with the rate-limit headers and a JSON body; ``on_denied`` may give the response."""
     if not isinstance(exc, RateLimitExceeded):  # pragma: no cover - registered for it only
         raise exc
-    engine = getattr(exc, "engine", None)
-    decision = exc.decision
-    if engine is not None:
-        custom = await engine.call_on_denied_async(request, decision)
-        if custom is not None:
-            return custom  # type: ignore[no-any-return]
-        headers = engine.response_headers(decision)
-        body = engine.denial_body(decision)
-    else:
-        headers = decision.headers()
-        body = json.dumps(denial_body(decision)).encode()
-    return StarletteResponse(body, 429, headers, media_type="application/json")
+    engine: Engine | None = getattr(exc, "engine", None)
+    if engine is None:
+        return _respond(Denial.of(exc.decision, exc.decision.headers()))
+    return await engine.deny_async(request, exc.decision, _respond)
+
+
+def _respond(denial: Denial) -> StarletteResponse:
+    return StarletteResponse(
+        denial.body, denial.status, denial.headers, media_type=denial.content_type
+    )
 
 
 async def _check(engine: Engine, rule: LimitRule, request: Request) -> dict[str, str]:
@@ -107,27 +104,21 @@ class RateLimit:
 
     Without ``scope``, each route it guards has its own budget (so one instance can guard a whole
     router); give ``scope="name"`` to share one budget between routes. ``limiter=`` reuses a
-    `Limiter`'s engine (store, key, options); otherwise the keywords configure a private one.
+    `Limiter`'s engine (store, key, options); otherwise the keywords other than the
+    `RuleOptions` (``key``, ``cost``, ``scope``, ``methods``, ``algorithm``) configure a private
+    one.
     """
 
     def __init__(
-        self,
-        limit: LimitSpec,
-        *,
-        key: KeySpec | None = None,
-        cost: CostSpec | None = None,
-        scope: str | None = None,
-        methods: list[str] | None = None,
-        algorithm: str | None = None,
-        limiter: "Limiter | None" = None,
-        **options: Any,
+        self, limit: LimitSpec, *, limiter: "Limiter | None" = None, **options: Any
     ) -> None:
+        picked = {name: options.pop(name) for name in RULE_OPTIONS & options.keys()}
+        rule = cast(RuleOptions, picked)
         if limiter is not None and options:
             raise TypeError("pass either limiter= or engine options, not both")
         self.engine = limiter.engine if limiter is not None else Engine(**options)
-        self._make = functools.partial(
-            self.engine.rule, limit, key=key, cost=cost, methods=methods, algorithm=algorithm
-        )
+        scope = rule.pop("scope", None)
+        self._make = functools.partial(self.engine.rule, limit, **rule)
         template = self._make(scope=scope or "route")  # a bad rate fails here, at import time
         self._fixed = template if scope else None
         self._rules: dict[str, LimitRule] = {}
@@ -188,28 +179,13 @@ class Limiter:
         """``Depends(limiter.dependency("10/minute"))``: a `RateLimit` on this limiter's engine."""
         return RateLimit(limit, limiter=self, **options)
 
-    def limit(
-        self,
-        limit: LimitSpec,
-        *,
-        key: KeySpec | None = None,
-        cost: CostSpec | None = None,
-        scope: str | None = None,
-        methods: list[str] | None = None,
-        algorithm: str | None = None,
-    ) -> Callable[[F], F]:
+    def limit(self, limit: LimitSpec, **options: Unpack[RuleOptions]) -> Callable[[F], F]:
         """Decorate a route (below ``@app.get``). The view needs no ``request`` parameter; sync
-        views still run in the thread pool. ``scope`` shares a budget between routes."""
+        views still run in the thread pool. ``options`` are the `RuleOptions` (``scope`` shares
+        a budget between routes)."""
 
         def decorate(func: F) -> F:
-            rule = self.engine.rule(
-                limit,
-                scope=scope or scope_of(func),
-                key=key,
-                cost=cost,
-                methods=methods,
-                algorithm=algorithm,
-            )
+            rule = self.engine.rule(limit, target=func, **options)
             signature = inspect.signature(func)
             own_request = next(
                 (

@@ -20,22 +20,15 @@ in ``app.config`` switches limiting off.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from flask import Flask, Request, Response, current_app, g, request
 
 from ratekeeper.decision import Decision
 from ratekeeper.errors import RateLimitExceeded
-from ratekeeper.integrations._core import (
-    CostSpec,
-    Engine,
-    KeySpec,
-    LimitRule,
-    LimitSpec,
-    Outcome,
-    RequestView,
-    scope_of,
-)
+from ratekeeper.integrations.engine import Engine
+from ratekeeper.integrations.keys import LimitSpec, RequestView, joined_header
+from ratekeeper.integrations.rules import Denial, LimitRule, Outcome, RuleOptions
 
 __all__ = ["Limiter", "view_of"]
 
@@ -47,14 +40,10 @@ _OVERRIDE = "__ratekeeper_override__"
 
 def view_of(req: Request) -> RequestView:
     """The neutral view of a Flask (Werkzeug) request. ``user`` is ``g.user`` if set."""
-
-    def get_header(name: str) -> str | None:
-        return ", ".join(req.headers.getlist(name)) or None
-
     return RequestView(
         method=req.method,
         path=req.path,
-        get_header=get_header,
+        get_header=joined_header(req.headers.getlist),
         client=req.remote_addr,
         native=req,
         route=req.url_rule.rule if req.url_rule is not None else None,
@@ -81,28 +70,14 @@ class Limiter:
         app.register_error_handler(RateLimitExceeded, self._on_exceeded)
 
     def limit(
-        self,
-        limit: LimitSpec,
-        *,
-        key: KeySpec | None = None,
-        cost: CostSpec | None = None,
-        scope: str | None = None,
-        methods: list[str] | None = None,
-        algorithm: str | None = None,
-        override_defaults: bool = True,
+        self, limit: LimitSpec, *, override_defaults: bool = True, **options: Unpack[RuleOptions]
     ) -> Callable[[F], F]:
         """Limit a view (above or below ``@app.route``; stack several for several limits).
-        ``scope`` names a budget shared with other views."""
+        ``options`` are the `RuleOptions` (``key``, ``cost``, ``scope`` (a budget shared with
+        other views), ``methods``, ``algorithm``)."""
 
         def decorate(func: F) -> F:
-            rule = self.engine.rule(
-                limit,
-                scope=scope or scope_of(func),
-                key=key,
-                cost=cost,
-                methods=methods,
-                algorithm=algorithm,
-            )
+            rule = self.engine.rule(limit, target=func, **options)
             rules: list[LimitRule] = getattr(func, _RULES, [])
             setattr(func, _RULES, [rule, *rules])  # decorators apply bottom-up: keep source order
             setattr(func, _OVERRIDE, override_defaults and getattr(func, _OVERRIDE, True))
@@ -146,16 +121,12 @@ class Limiter:
         return response
 
     def _denial(self, native: Any, decision: Decision) -> Response | Any:
-        custom = self.engine.call_on_denied(native, decision)
-        if custom is not None:
-            return custom
-        return Response(
-            self.engine.denial_body(decision),
-            429,
-            self.engine.response_headers(decision),
-            mimetype="application/json",
-        )
+        return self.engine.deny(native, decision, _respond)
 
     def _on_exceeded(self, exc: RateLimitExceeded) -> Response | Any:
         g.pop("_ratekeeper_outcome", None)  # the view's own denial wins over the default's state
         return self._denial(request._get_current_object(), exc.decision)  # type: ignore[attr-defined]
+
+
+def _respond(denial: Denial) -> Response:
+    return Response(denial.body, denial.status, denial.headers, mimetype=denial.content_type)

@@ -43,12 +43,17 @@ INF = math.inf
 _last_logged: dict[str, float] = {}
 
 
-def _warn(kind: str, message: str, *args: object, exc_info: bool = False) -> None:
+def warn(kind: str, message: str, *args: object, exc_info: bool = False) -> None:
     """Log a warning about bad input, at most once a minute per ``kind`` (no log flooding)."""
     now = time.monotonic()
     if now - _last_logged.get(kind, -math.inf) >= _LOG_EVERY:
         _last_logged[kind] = now
         log.warning(message, *args, exc_info=exc_info)
+
+
+def forget_warnings() -> None:
+    """Let every kind of :func:`warn` warning be logged again at once (tests)."""
+    _last_logged.clear()
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -113,6 +118,16 @@ class RequestView:
 
     def header(self, name: str) -> str | None:
         return self.get_header(name)
+
+
+def joined_header(values: Callable[[str], Iterable[str]]) -> Callable[[str], str | None]:
+    """A ``get_header`` for :class:`RequestView` from a framework's "every value of this header"
+    lookup: the values joined by ``", "``, None when there is none."""
+
+    def get_header(name: str) -> str | None:
+        return ", ".join(values(name)) or None
+
+    return get_header
 
 
 class ViewFunction:
@@ -206,7 +221,7 @@ def client_address(
     for hop in reversed(_hops(raw, proxy_header)):
         address = _parse_ip(hop)
         if address is None:
-            _warn(
+            warn(
                 "forwarded",
                 "ratekeeper: malformed %s hop %r (from %s); limiting by %s",
                 proxy_header,
@@ -368,7 +383,7 @@ def cost_from_header(
             return default
         value = _number(raw)
         if not math.isfinite(value) or value < 0:
-            _warn(
+            warn(
                 "cost-header",
                 "ratekeeper: bad %s header %r; using cost %s",
                 name,

@@ -1,13 +1,15 @@
 """Rules: which requests a limit applies to (methods, paths), with which key, cost and budget
-(scope); the outcome of checking a request; the default 429 body."""
+(scope); the options every framework's limit decorator takes (:class:`RuleOptions`); the outcome
+of checking a request; the default 429 (:class:`Denial`)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError
@@ -16,7 +18,7 @@ from ratekeeper.limits import Limit, to_limits
 
 HeaderGroup = Literal["ratelimit", "x-ratelimit", "retry-after"]
 HEADER_GROUPS: frozenset[str] = frozenset({"ratelimit", "x-ratelimit", "retry-after"})
-_GROUP_OF = {
+HEADER_GROUP_OF = {
     "RateLimit": "ratelimit",
     "RateLimit-Policy": "ratelimit",
     "X-RateLimit-Limit": "x-ratelimit",
@@ -24,9 +26,36 @@ _GROUP_OF = {
     "X-RateLimit-Reset": "x-ratelimit",
     "Retry-After": "retry-after",
 }
+DENIED_STATUS = 429
+JSON = "application/json"
 
 
-def _path_matchers(items: Iterable[str | re.Pattern[str]] | None) -> tuple[Any, ...]:
+class RuleOptions(TypedDict, total=False):
+    """The keywords of every framework's limit decorator (``@limiter.limit(limit, **options)``,
+    Django's ``@ratelimit``, FastAPI's ``RateLimit``), passed through to :meth:`Engine.rule`:
+    ``key`` and ``cost`` (engine defaults when None), ``scope`` (the budget's name; default: the
+    decorated view's), ``methods`` (where the rule applies), ``algorithm`` (engine default)."""
+
+    key: KeySpec | None
+    cost: CostSpec | None
+    scope: str | None
+    methods: Iterable[str] | None
+    algorithm: str | None
+
+
+RULE_OPTIONS = frozenset(RuleOptions.__annotations__)
+
+
+def check_rule_options(options: Mapping[str, object]) -> None:
+    """Raise `TypeError` for a keyword that is not one of the `RuleOptions` (as a signature would,
+    for decorators that build their rule later)."""
+    unknown = sorted(options.keys() - RULE_OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {unknown}; use {sorted(RULE_OPTIONS)}")
+
+
+def path_matchers(items: Iterable[str | re.Pattern[str]] | None) -> tuple[Any, ...]:
+    """Matchers of a path: a string is a prefix, a compiled regex matches from the start."""
     if items is None:
         return ()
     if isinstance(items, str | re.Pattern):
@@ -46,7 +75,8 @@ def _prefix(prefix: str) -> Callable[[str], bool]:
     return lambda p: p.startswith(prefix)
 
 
-def _methods(items: Iterable[str] | None) -> frozenset[str] | None:
+def method_set(items: Iterable[str] | None) -> frozenset[str] | None:
+    """HTTP methods in upper case (None: every method)."""
     if items is None:
         return None
     if isinstance(items, str):
@@ -93,8 +123,8 @@ class LimitRule:
         self.scope = scope
         self.key = key
         self.cost = cost
-        self.methods = _methods(methods)
-        self.paths = _path_matchers(paths)
+        self.methods = method_set(methods)
+        self.paths = path_matchers(paths)
         self.algorithm = algorithm
 
     def applies(self, view: RequestView) -> bool:
@@ -134,4 +164,16 @@ def denial_body(decision: Decision) -> dict[str, Any]:
     }
 
 
-_FAILED = object()
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """The default response to a denied request, for an adapter to turn into its framework's
+    response: the JSON body of :func:`denial_body`, the rate-limit headers, 429."""
+
+    body: bytes
+    headers: dict[str, str]
+    status: int = DENIED_STATUS
+    content_type: str = JSON
+
+    @classmethod
+    def of(cls, decision: Decision, headers: dict[str, str]) -> Denial:
+        return cls(json.dumps(denial_body(decision)).encode(), headers)

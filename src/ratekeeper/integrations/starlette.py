@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ratekeeper.decision import Decision
-from ratekeeper.integrations._core import Engine, LimitRule, LimitSpec, Outcome, RequestView
+from ratekeeper.integrations.engine import Engine
+from ratekeeper.integrations.keys import LimitSpec, RequestView
+from ratekeeper.integrations.rules import Denial, LimitRule, Outcome
 
 __all__ = ["HEADERS_SCOPE_KEY", "LimitRule", "RateLimitMiddleware", "send_denial", "view_of"]
 
@@ -73,18 +75,27 @@ async def send_denial(
 ) -> None:
     """Send the 429 for ``decision``: ``on_denied``'s response if it gives one (any ASGI
     response object), else the JSON body with the rate-limit headers."""
-    custom = await engine.call_on_denied_async(native, decision)
-    if custom is not None:
-        await custom(scope, receive, send)
-        return
-    body = engine.denial_body(decision)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *_encode(engine.response_headers(decision)),
-    ]
-    await send({"type": "http.response.start", "status": 429, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    response = await engine.deny_async(native, decision, _DenialApp)
+    await response(scope, receive, send)
+
+
+class _DenialApp:
+    """A :class:`Denial` as an ASGI response."""
+
+    def __init__(self, denial: Denial) -> None:
+        self.denial = denial
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self.denial.body
+        headers = [
+            (b"content-type", self.denial.content_type.encode("latin-1")),
+            (b"content-length", str(len(body)).encode()),
+            *_encode(self.denial.headers),
+        ]
+        await send(
+            {"type": "http.response.start", "status": self.denial.status, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 class RateLimitMiddleware:
