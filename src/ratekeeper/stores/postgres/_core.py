@@ -461,15 +461,10 @@ class PostgresCore:
                 end = started + o.statement_timeout
                 if now >= end and self._failed_at < started:
                     end = min(started + o.pool_timeout, self._progress_at + o.statement_timeout)
-            # In slices (noticing a refusing server, or a failure, at once) unless all is well
-            # and the call is within its deadline: re-queueing after each slice costs a busy pool
-            # its first-come first-served order.
-            sliced = (
-                self.connect_error is not None
-                or self._failing
-                or not self._connected
-                or now >= started + o.statement_timeout
-            )
+            # In slices (noticing a refusing server at once) unless all is well: re-queueing
+            # after each slice costs a busy pool its first-come first-served order (a waiter
+            # re-queued every slice behind a deeper queue would starve).
+            sliced = self.connect_error is not None or self._failing or not self._connected
             refused = self.connect_error is not None and (
                 self._failing or not self._connected or self._failed_at >= started
             )
