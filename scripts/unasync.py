@@ -21,12 +21,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = [
     ("src/ratekeeper/_async_limiter.py", "src/ratekeeper/_sync_limiter.py"),
+    ("src/ratekeeper/stores/redis/_async_store.py", "src/ratekeeper/stores/redis/_sync_store.py"),
 ]
 NAMES = {
     "AsyncRateLimiter": "RateLimiter",
     "AsyncPermit": "Permit",
     "AsyncMemoryStore": "MemoryStore",
     "AsyncStore": "Store",
+    "AsyncRedisStore": "RedisStore",
+    "AsyncWire": "Wire",
     "async_store_from_url": "store_from_url",
     "async_sleeper": "sleeper",
     "drive_async": "drive",

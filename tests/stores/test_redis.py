@@ -128,7 +128,7 @@ def test_custom_algorithm_without_lua_fails_at_construction(url: str) -> None:
 
 def test_url_forms_build_the_right_connections(tmp_path: Path) -> None:
     store = RedisStore.from_url("rediss://user:secret@example.invalid:6380/2", socket_timeout=0.2)
-    client = store._factory()  # type: ignore[misc]
+    client = store._wire.factory()  # type: ignore[misc]
     pool = client.connection_pool
     assert pool.connection_class is redis.SSLConnection
     kwargs = pool.connection_kwargs
@@ -139,13 +139,13 @@ def test_url_forms_build_the_right_connections(tmp_path: Path) -> None:
     client.close()
 
     store = RedisStore.from_url(f"unix://{tmp_path}/redis.sock?db=3")
-    client = store._factory()  # type: ignore[misc]
+    client = store._wire.factory()  # type: ignore[misc]
     assert client.connection_pool.connection_class is redis.UnixDomainSocketConnection
     assert client.connection_pool.connection_kwargs["path"] == f"{tmp_path}/redis.sock"
     client.close()
 
     astore = AsyncRedisStore.from_url("redis://127.0.0.1:1/0", max_connections=7)
-    aclient = astore._factory()  # type: ignore[misc]
+    aclient = astore._wire.factory()  # type: ignore[misc]
     assert isinstance(aclient.connection_pool, redis.asyncio.BlockingConnectionPool)
     assert aclient.connection_pool.max_connections == 7
 
@@ -260,7 +260,7 @@ def test_cluster_keys_of_one_decision_share_a_slot() -> None:
     with limiter.acquire("tenant{7}"):
         args = store.limit_command("tenant{7}", limiter.rule, 1, 0, True, b"")[1]
         keys = [*args[1 : 1 + args[0]], store.acquire_command("tenant{7}", "x", 1, 1, 0, b"")[1]]
-        client = store._client
+        client = store._wire.client
         slots = {client.keyslot(key) for key in keys}
         assert len(slots) == 1
         assert client.execute_command("EXISTS", *keys) == 4
@@ -282,6 +282,29 @@ def test_skewed_clocks_agree_with_server_time(url: str, algorithm: str) -> None:
     assert sum(d.allowed for d in decisions) == 5
     assert all(d.allowed for d in decisions[:5])
     assert early.peek("k").retry_after == pytest.approx(late.peek("k").retry_after, abs=0.1)
+    store.close()
+
+
+def time_calls(raw: redis.Redis) -> int:
+    """How many TIME commands the server has run, scripts' included."""
+    return int(raw.info("commandstats").get("cmdstat_time", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("time_source", ["server", "client"])
+def test_a_script_reads_the_server_clock_once(url: str, raw: redis.Redis, time_source: str) -> None:
+    """The deadline guard and the script's clock share one TIME reading (a second one cost
+    about 3 µs a decision); with the caller's clock, only the guard reads it."""
+    store = RedisStore.from_url(url, prefix=prefix(), time_source=time_source)  # type: ignore[arg-type]
+    limiter = RateLimiter("100/minute", store=store, max_concurrent=5)
+    assert limiter.hit("k")  # the store measured the server's clock: scripts carry a deadline
+    assert store.server_clock.deadline(time.monotonic() + 1) != b""
+    before = time_calls(raw)
+    for _ in range(10):
+        assert limiter.hit("k")
+    permit = limiter.acquire("k")
+    permit.release()
+    # 10 hits, and the acquisition's hit, lease and release
+    assert time_calls(raw) - before == 13
     store.close()
 
 
@@ -323,7 +346,7 @@ def test_scripts_reload_on_every_cluster_node() -> None:
     limiter = RateLimiter("3/minute", algorithm="gcra", store=store)
     keys = [f"user:{i}" for i in range(20)]  # spread over the three masters
     assert all(limiter.hit(k).remaining == 2 for k in keys)
-    client = store._client
+    client = store._wire.client
     for node in client.get_primaries():
         client.execute_command("SCRIPT", "FLUSH", target_nodes=node)
     assert all(limiter.hit(k).remaining == 1 for k in keys)
@@ -851,14 +874,14 @@ def test_a_forked_child_gets_its_own_connection(url: str) -> None:
     store = RedisStore.from_url(url, prefix=prefix())
     limiter = RateLimiter("10/hour", store=store)
     assert [limiter.hit("k").remaining for _ in range(2)] == [9, 8]
-    assert store._own is not None  # the parent holds a connection
+    assert store._wire._own is not None  # the parent holds a connection
     read, write = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, 3.12+
         pid = os.fork()
     if pid == 0:  # the child
         try:
-            fresh = store._own is None
+            fresh = store._wire._own is None
             remaining = limiter.hit("k").remaining
             os.write(write, f"{fresh} {remaining}".encode())
         finally:
@@ -874,7 +897,7 @@ def test_a_forked_child_gets_its_own_connection(url: str) -> None:
 
 def test_cluster_and_sentinel_url_details() -> None:
     store = RedisStore.from_url("redis+sentinel://u:p%40ss@10.0.0.1:26379,10.0.0.2/main/3")
-    client = store._factory()  # type: ignore[misc]
+    client = store._wire.factory()  # type: ignore[misc]
     pool = client.connection_pool
     assert pool.service_name == "main"
     kwargs = pool.connection_kwargs
@@ -887,7 +910,7 @@ def test_cluster_and_sentinel_url_details() -> None:
     url = env_url("RATEKEEPER_REDIS_CLUSTER_URL")
     store = RedisStore.from_url(url + "?socket_timeout=0.3", prefix=prefix())
     store.ping()
-    nodes = store._client.get_nodes()
+    nodes = store._wire.client.get_nodes()
     assert len(nodes) == 3
     assert all(
         n.redis_connection.connection_pool.connection_kwargs["socket_timeout"] == 0.3 for n in nodes

@@ -1,8 +1,9 @@
 """Everything the sync and async Redis stores share that is not I/O: the Lua scripts, key
-building, argument packing, reply parsing, URL parsing and client construction.
+building, the script calls (arguments and their RESP encoding), reply parsing, the server's
+clock, URL parsing and client construction.
 
-The drivers in :mod:`ratekeeper.stores.redis` only send the commands built here and await (or
-not) the reply.
+The stores build a call here, send it through their wire (:mod:`._wire`) and parse the reply
+here.
 """
 
 from __future__ import annotations
@@ -15,36 +16,29 @@ import math
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Protocol, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.exceptions as rex
 
 from ratekeeper.decision import Decision, from_rows
-from ratekeeper.errors import ConfigError, StoreUnavailable
+from ratekeeper.errors import ConfigError
 from ratekeeper.limits import Limit
 from ratekeeper.stores.base import LEASE_PART, Rule
+from ratekeeper.stores.redis._wire import Call, Script, bulk, evalsha_head, number
 
 __all__ = [
     "DEFAULTS",
-    "FAST_RETRY",
     "NO_DEADLINE",
     "LEASE_ACQUIRE",
     "LEASE_RELEASE",
     "LIMIT_SCRIPTS",
-    "UNAVAILABLE",
-    "NoScriptError",
     "Prepared",
     "RedisCore",
-    "Script",
     "ServerClock",
     "TimeSource",
     "build_client",
-    "failure",
-    "fast_pool",
     "parse_decision",
-    "timed_out",
-    "unavailable",
 ]
 
 TimeSource = Literal["server", "client"]
@@ -60,50 +54,13 @@ DEFAULTS: dict[str, Any] = {
     "pool_timeout": 0.5,  # seconds a caller waits for a free pooled connection
 }
 
-# Errors that mean "the server cannot be used right now": they become StoreUnavailable, so the
-# limiter's on_store_error policy applies. (Script bugs and wrong arguments are not in here.)
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    rex.ConnectionError,  # includes AuthenticationError, BusyLoadingError, MaxConnectionsError
-    rex.TimeoutError,
-    rex.ClusterError,  # ClusterDownError, MasterDownError
-    rex.RedisClusterException,  # "Redis Cluster cannot be connected", slots not covered
-    rex.ReadOnlyError,  # a failover is in progress: we are talking to a replica
-    rex.TryAgainError,
-    rex.AuthenticationWrongNumberOfArgsError,
-    rex.NoPermissionError,
-    OSError,  # refused/reset sockets, builtin TimeoutError (asyncio timeouts)
-)
-# Error replies (their first word) that mean "the server cannot answer now", not "the command is
-# wrong": a script running too long (BUSY), a server loading its data set (LOADING), a replica
-# cut from its master (MASTERDOWN), a demoted master after a failover (READONLY), a cluster
-# migrating or failing over (TRYAGAIN, CLUSTERDOWN), a full server (OOM: no state can be written,
-# so no decision can be made), a failing disk (MISCONF), too few replicas (NOREPLICAS), and
-# ours: the command reached the server after its caller had given up (DEADLINE).
-TRANSIENT_REPLIES = frozenset(
-    {
-        "BUSY",
-        "LOADING",
-        "MASTERDOWN",
-        "READONLY",
-        "TRYAGAIN",
-        "CLUSTERDOWN",
-        "OOM",
-        "MISCONF",
-        "NOREPLICAS",
-        "DEADLINE",
-    }
-)
-NoScriptError = rex.NoScriptError
-# Errors after which the fast path hands the command to redis-py (a fresh connection, retries);
-# a timeout is final (retrying it would double the wait on a hung server).
-FAST_RETRY: tuple[type[BaseException], ...] = (rex.ConnectionError, ConnectionError, NoScriptError)
-
 # Keys live this much longer than the state needs (ms). With the caller's clock the server's TTL
 # cannot know how fast that clock moves, so keys are kept generously.
 _GRACE_SERVER_MS = 1000
 _GRACE_CLIENT_MS = 600_000
 # server time ('') and a cost of 1 or 0, encoded
-_MIDDLES: dict[float, bytes] = {1: b"$0\r\n\r\n$1\r\n1\r\n", 0: b"$0\r\n\r\n$1\r\n0\r\n"}
+_MIDDLES: dict[float, bytes] = {cost: bulk(b"") + bulk(b"%d" % cost) for cost in (0, 1)}
+_LIMIT_ARGS = 4  # the limit scripts' ARGV: now, cost, the packed rule, the deadline
 _MAX_PLAIN_KEY = 100  # longer user keys are hashed
 _BASE_CACHE_SIZE = 4096
 
@@ -123,49 +80,8 @@ def _client_timeout(client: Any) -> float:
     return _timeout(value if value is not None else DEFAULTS["socket_timeout"])
 
 
-def fast_pool(client: Any) -> tuple[Any, tuple[str, ...]]:
-    """The connection pool of ``client`` for the drivers' fast path (None for a Cluster client or
-    one pinned to a single connection), and the arguments its ``get_connection`` needs."""
-    pool = getattr(client, "connection_pool", None)
-    if pool is None or getattr(client, "connection", None) is not None:
-        return None, ()
-    if not all(hasattr(pool, name) for name in ("get_connection", "release")):
-        return None, ()
-    try:
-        parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
-    except (TypeError, ValueError):
-        return None, ()
-    if parameter is not None and parameter.default is inspect.Parameter.empty:
-        return pool, ("EVALSHA",)  # redis-py 5.0 to 5.2 want a command name
-    return pool, ()
-
-
 def _is_async_client(client: Any) -> bool:
     return inspect.iscoroutinefunction(getattr(client, "execute_command", None))
-
-
-def unavailable(exc: BaseException) -> StoreUnavailable:
-    """The `StoreUnavailable` that replaces a redis-py connection error."""
-    return StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}")
-
-
-def failure(exc: BaseException) -> BaseException:
-    """What a driver raises for ``exc``: `StoreUnavailable` when the server cannot answer now
-    (a connection error, a timeout, or an error reply of :data:`TRANSIENT_REPLIES`), else
-    ``exc`` itself (a script bug or a wrong argument is not an outage)."""
-    if isinstance(exc, StoreUnavailable):
-        return exc
-    if isinstance(exc, UNAVAILABLE):
-        return unavailable(exc)
-    if isinstance(exc, rex.ResponseError) and str(exc).split(" ", 1)[0] in TRANSIENT_REPLIES:
-        return unavailable(exc)
-    if isinstance(exc, rex.ResponseError) and type(exc).__name__ == "OutOfMemoryError":
-        return unavailable(exc)  # redis-py strips the "OOM" word from the message
-    return exc
-
-
-def timed_out(timeout: float) -> StoreUnavailable:
-    return StoreUnavailable(f"redis unavailable: no answer within {timeout:g}s")
 
 
 NO_DEADLINE = b""  # the deadline argument when the server's clock is not known yet
@@ -191,11 +107,15 @@ class ServerClock:
         self._offset_us: float | None = None  # server microseconds minus monotonic microseconds
         self._error_us = 0.0
         self._measured_at = -math.inf
-        self._lock = threading.Lock()  # one sync thread measures at a time
-        self.measuring = False  # one async task measures at a time
+        self._measuring = threading.Lock()  # one caller (thread or task) measures at a time
 
-    def stale(self, now: float) -> bool:
-        return now - self._measured_at > self.REFRESH
+    def claim(self, now: float) -> bool:
+        """Whether the caller should measure now: the offset is due and nobody else measures
+        (the others go on with the previous measurement); then :meth:`release` after."""
+        return now - self._measured_at > self.REFRESH and self._measuring.acquire(False)
+
+    def release(self) -> None:
+        self._measuring.release()
 
     def record(self, sent: float, received: float, reply: Any) -> None:
         """One ``TIME`` reply (seconds, microseconds) received ``received`` (monotonic) after
@@ -219,31 +139,21 @@ class ServerClock:
         return b"%d" % int(give_up * 1_000_000 + self._offset_us - self._error_us)
 
 
-class Script:
-    """A Lua script and its SHA1, for ``EVALSHA`` (``EVAL`` with the source on ``NOSCRIPT``)."""
-
-    __slots__ = ("name", "sha", "source")
-
-    def __init__(self, name: str, source: str) -> None:
-        self.name = name
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    def __repr__(self) -> str:
-        return f"<Script {self.name} {self.sha[:10]}>"
-
-
 def _lua(name: str) -> str:
     return (importlib.resources.files(__package__) / "lua" / f"{name}.lua").read_text("utf-8")
 
 
-def _guarded(source: str, deadline_arg: int) -> str:
-    """``source`` refusing to run after the caller's deadline, its ARGV[``deadline_arg``]."""
-    return f"local DEADLINE = ARGV[{deadline_arg}]\n{_lua('deadline')}\n{source}"
-
-
 def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
     prelude = _lua("prelude")
+    guard = _lua("deadline")
+
+    def script(name: str, body: str, deadline_arg: int) -> Script:
+        """``body`` after the helpers, refusing to run after the caller's deadline (its
+        ARGV[``deadline_arg``]): the guard reads the server's clock with the helpers'
+        ``server_time()``, which the body's ``clock()`` reuses."""
+        source = f"local DEADLINE = ARGV[{deadline_arg}]\n{prelude}\n{guard}\n{body}"
+        return Script(name, source)
+
     driver = _lua("limits")
     gcra = _lua("gcra")
     bodies = {
@@ -256,27 +166,15 @@ def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
     }
     # The deadline is the ARGV after the ones each script reads (limits.lua: now, cost, rule).
     limit_scripts = {
-        name: Script(
-            name, _guarded(f"{prelude}\n{body}\n{'' if name == 'sliding_log' else driver}", 4)
-        )
+        name: script(name, f"{body}\n{'' if name == 'sliding_log' else driver}", 4)
         for name, body in bodies.items()
     }
-    acquire = Script("lease_acquire", _guarded(f"{prelude}\n{_lua('lease_acquire')}", 6))
-    release = Script("lease_release", _guarded(f"{prelude}\n{_lua('lease_release')}", 3))
+    acquire = script("lease_acquire", _lua("lease_acquire"), 6)
+    release = script("lease_release", _lua("lease_release"), 3)
     return limit_scripts, acquire, release
 
 
 LIMIT_SCRIPTS, LEASE_ACQUIRE, LEASE_RELEASE = _build_scripts()
-
-
-def _bulk(value: bytes) -> bytes:
-    """One RESP bulk string."""
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-def _number(value: float) -> bytes:
-    """A number as redis-py would send it (``repr`` round-trips a float exactly)."""
-    return b"%d" % value if type(value) is int else repr(value).encode()
 
 
 class Prepared:
@@ -284,7 +182,7 @@ class Prepared:
 
     __slots__ = (
         "amount",
-        "head",
+        "heads",
         "hit_packet_tail",
         "hit_tail",
         "limit",
@@ -292,9 +190,7 @@ class Prepared:
         "nkeys",
         "peek_packet_tail",
         "peek_tail",
-        "prefixes",
         "script",
-        "sha",
         "suffixes",
     )
 
@@ -307,7 +203,6 @@ class Prepared:
                 f"it runs {', '.join(sorted(LIMIT_SCRIPTS))}"
             )
         self.script = script
-        self.sha = script.sha
         self.limits: tuple[Limit, ...] = rule.limits
         self.limit = rule.limits[0]
         self.amount = self.limit.amount
@@ -320,14 +215,11 @@ class Prepared:
         # the third ARGV of limits.lua: write flag, extra TTL, then amount, per, capacity each
         self.hit_tail = struct.pack(layout, 1, *numbers)
         self.peek_tail = struct.pack(layout, 0, *numbers)
-        # The same command pre-encoded in RESP, for the drivers' fast path:
-        # EVALSHA sha nkeys key... now cost tail deadline
-        self.head = b"*%d\r\n" % (7 + self.nkeys) + b"".join(
-            map(_bulk, (b"EVALSHA", self.sha.encode(), b"%d" % self.nkeys))
-        )
-        self.hit_packet_tail = _bulk(self.hit_tail)
-        self.peek_packet_tail = _bulk(self.peek_tail)
-        self.prefixes: dict[str, bytes] = {}  # user key -> head and keys, encoded
+        # The same call pre-encoded, for the wire's fast path: a head per user key
+        # (EVALSHA sha nkeys key...), then now, cost, the tail and the deadline.
+        self.heads: dict[str, bytes] = {}
+        self.hit_packet_tail = bulk(self.hit_tail)
+        self.peek_packet_tail = bulk(self.peek_tail)
 
 
 _floats = struct.Struct("<ddd").unpack
@@ -345,6 +237,18 @@ def parse_decision(prepared: Prepared, reply: Sequence[Any]) -> Decision:
     return from_rows(prepared.limits, rows)
 
 
+class _WireType(Protocol):
+    def __call__(
+        self,
+        client: Any,
+        factory: Callable[[], Any] | None,
+        *,
+        timeout: float,
+        refused: Callable[[], None],
+        pipelining: bool,
+    ) -> Any: ...
+
+
 class RedisCore:
     """The I/O-free half of both Redis stores.
 
@@ -358,6 +262,7 @@ class RedisCore:
     """
 
     _aio: ClassVar[bool] = False
+    _wire_type: ClassVar[_WireType]  # the store's wire (its I/O): Wire or AsyncWire
 
     #: The algorithms this store can run (custom ones have no Lua port).
     algorithms: frozenset[str] = frozenset(LIMIT_SCRIPTS)
@@ -378,9 +283,8 @@ class RedisCore:
             )
         if _is_async_client(client) != self._aio:
             raise ConfigError(f"{type(self).__name__} needs a {kind} client, got {client!r}")
-        self._factory: Callable[[], Any] | None = None
-        self._bind(client)
         self.timeout = _client_timeout(client)
+        self._open(client, None)
 
     @classmethod
     def from_url(
@@ -402,9 +306,8 @@ class RedisCore:
         store = cls.__new__(cls)
         store._setup(prefix, time_source, pipelining)
         options = {**DEFAULTS, **options}
-        store._factory = build_client(url, cls._aio, options)
-        store._bind(None)
         store.timeout = _timeout(options["socket_timeout"])
+        store._open(None, build_client(url, cls._aio, options))
         return store
 
     def _setup(self, prefix: str, time_source: TimeSource, pipelining: bool) -> None:
@@ -416,7 +319,6 @@ class RedisCore:
         #: Seconds a decision may take in all (``socket_timeout``): then it is StoreUnavailable.
         self.timeout = _timeout(DEFAULTS["socket_timeout"])
         self.server_clock = ServerClock()
-        self._connect_lock = threading.Lock()
         self.time_source: TimeSource = time_source
         self._client_time = time_source == "client"
         self._grace_ms = _GRACE_CLIENT_MS if self._client_time else _GRACE_SERVER_MS
@@ -425,35 +327,15 @@ class RedisCore:
         self._bases: dict[str, bytes] = {}
         self._pipelining = bool(pipelining)
 
-    def _connect(self) -> Any:
-        """Build the client from the URL (first use, or after close())."""
-        if self._factory is None:
-            raise StoreUnavailable("this redis store's client was closed")
-        with self._connect_lock:  # threads arriving together build one client
-            if self._client is None:
-                try:
-                    self._bind(self._factory())
-                except UNAVAILABLE as exc:
-                    raise unavailable(exc) from exc
-        return self._client
-
-    def _bind(self, client: Any) -> None:
-        """Use ``client``; find its connection pool for the fast path.
-
-        The fast path sends the pre-encoded command on a pooled connection and reads the reply,
-        skipping redis-py's per-command machinery; it serves plain and Sentinel clients
-        (not Cluster, and not a client pinned to a single connection).
-        """
-        self._client: Any = client
-        self._pool, self._get_args = fast_pool(client)
-
-    def _detach(self) -> Any:
-        """The client to close on close(): ours, never one the user handed in."""
-        if self._factory is None:
-            return None
-        client = self._client
-        self._bind(None)
-        return client
+    def _open(self, client: Any, factory: Callable[[], Any] | None) -> None:
+        """The wire to the server: on ``client``, or on the clients ``factory`` builds."""
+        self._wire = self._wire_type(
+            client,
+            factory,
+            timeout=self.timeout,
+            refused=self.server_clock.forget,
+            pipelining=self._pipelining,
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} prefix={self.prefix!r} time_source={self.time_source!r}>"
@@ -494,28 +376,23 @@ class RedisCore:
         keys = [base + suffix for suffix in prepared.suffixes]
         return prepared, (prepared.nkeys, *keys, clock, cost, tail, deadline)
 
-    def limit_packet(
+    def limit_call(
         self, key: str, rule: Rule, cost: float, now: float, write: bool, deadline: bytes
-    ) -> tuple[Prepared, bytes]:
-        """:meth:`limit_command` already encoded as one RESP command."""
-        prepared = self._rules.get(rule.parts) or self.prepared(rule)
-        prefix = prepared.prefixes.get(key)
-        if prefix is None:
-            base = self.base_key(key)
-            prefix = prepared.head + b"".join(_bulk(base + s) for s in prepared.suffixes)
-            if len(prepared.prefixes) >= _BASE_CACHE_SIZE:
-                prepared.prefixes.clear()
-            prepared.prefixes[key] = prefix
+    ) -> tuple[Prepared, Call]:
+        """:meth:`limit_command` as a :class:`Call`, with its RESP encoding."""
+        prepared, args = self.limit_command(key, rule, cost, now, write, deadline)
+        head = prepared.heads.get(key)
+        if head is None:
+            head = evalsha_head(prepared.script, args[1 : 1 + prepared.nkeys], _LIMIT_ARGS)
+            if len(prepared.heads) >= _BASE_CACHE_SIZE:
+                prepared.heads.clear()
+            prepared.heads[key] = head
         middle = _MIDDLES.get(cost) if not self._client_time else None
         if middle is None:
-            clock = _number(now) if self._client_time else b""
-            middle = _bulk(clock) + _bulk(_number(cost))
-        return prepared, (
-            prefix
-            + middle
-            + (prepared.hit_packet_tail if write else prepared.peek_packet_tail)
-            + _bulk(deadline)
-        )
+            clock = number(now) if self._client_time else b""
+            middle = bulk(clock) + bulk(number(cost))
+        tail = prepared.hit_packet_tail if write else prepared.peek_packet_tail
+        return prepared, Call(prepared.script, args, head + middle + tail + bulk(deadline))
 
     def acquire_command(
         self, key: str, lease_id: str, limit: int, ttl: float, now: float, deadline: bytes

@@ -21,10 +21,18 @@ local function units_left(x)
   return 0
 end
 
+-- The server's clock (TIME: seconds, microseconds), read at most once per script call: the
+-- deadline guard and clock() share the reading.
+local server_time_reply
+local function server_time()
+  if server_time_reply == nil then server_time_reply = redis.call('TIME') end
+  return server_time_reply
+end
+
 -- ARGV[1]: the caller's clock, or '' to read the server's clock.
 local function clock(arg)
   if arg == '' then
-    local t = redis.call('TIME')
+    local t = server_time()
     return tonumber(t[1]) + tonumber(t[2]) / 1000000
   end
   return tonumber(arg)
