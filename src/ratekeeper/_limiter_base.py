@@ -223,6 +223,7 @@ class LimiterCore:
         store_seconds: float = 0.0,
         wait_seconds: float = 0.0,
         error: str = "",
+        candidate: Decision | None = None,
     ) -> None:
         """Deliver one event to every observer; one that raises is logged, never propagated."""
         event = Event(
@@ -239,6 +240,7 @@ class LimiterCore:
             self._counters.in_flight,
             error,
             result == "shadow_denied",
+            candidate,
         )
         for observer in self._observers:
             try:
@@ -285,7 +287,7 @@ class LimiterCore:
             else self._n_denied
         )
         if self._observers:
-            self._emit("hit", key, result, decision, store_seconds)
+            self._emit("hit", key, result, decision, store_seconds, candidate=candidate)
         return decision
 
     def _peeked(self, decision: Decision | None, error: StoreUnavailable | None) -> Decision:

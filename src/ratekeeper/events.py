@@ -9,7 +9,6 @@ event at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from ratekeeper.decision import Decision
@@ -26,21 +25,65 @@ EventKind = Literal["hit", "acquire", "timeout", "release"]
 Result = Literal["allowed", "denied", "shadow_denied", "error"]
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    kind: EventKind
-    limiter: str  # the limiter's name
-    algorithm: str
-    store: str  # the store's kind: "memory", "redis", "postgres", "nats", ...
-    key: str  # the user key: never put it in a metric label
-    result: Result
-    decision: Decision | None
-    time: float  # wall-clock seconds (time.time()) when the event happened
-    store_seconds: float = 0.0  # the store round trip of a "hit" (0 when answered locally)
-    wait_seconds: float = 0.0  # "acquire"/"timeout": how long the caller waited
-    in_flight: int = 0
-    error: str = ""  # "error" results: the kind of failure, e.g. "StoreUnavailable"
-    shadow_denied: bool = False  # a would-be denial (shadow mode or a candidate limit)
+    """One thing a limiter did. A plain slotted class, not a frozen dataclass: one is built per
+    decision while observers are attached, and a frozen dataclass's ``__init__`` costs several
+    times more. Treat it as a value."""
+
+    __slots__ = (
+        "algorithm",
+        "candidate",
+        "decision",
+        "error",
+        "in_flight",
+        "key",
+        "kind",
+        "limiter",
+        "result",
+        "shadow_denied",
+        "store",
+        "store_seconds",
+        "time",
+        "wait_seconds",
+    )
+
+    def __init__(
+        self,
+        kind: EventKind,
+        limiter: str,  # the limiter's name
+        algorithm: str,
+        store: str,  # the store's kind: "memory", "redis", "postgres", "nats", ...
+        key: str,  # the user key: never put it in a metric label
+        result: Result,
+        decision: Decision | None,
+        time: float,  # wall-clock seconds (time.time()) when the event happened
+        store_seconds: float = 0.0,  # the store round trip of a "hit" (0 when answered locally)
+        wait_seconds: float = 0.0,  # "acquire"/"timeout": how long the caller waited
+        in_flight: int = 0,
+        error: str = "",  # "error" results: the kind of failure, e.g. "StoreUnavailable"
+        shadow_denied: bool = False,  # a would-be denial (shadow mode or a candidate limit)
+        candidate: Decision | None = None,  # the candidate limits' decision (``shadow_limits``)
+    ) -> None:
+        self.kind = kind
+        self.limiter = limiter
+        self.algorithm = algorithm
+        self.store = store
+        self.key = key
+        self.result = result
+        self.decision = decision
+        self.time = time
+        self.store_seconds = store_seconds
+        self.wait_seconds = wait_seconds
+        self.in_flight = in_flight
+        self.error = error
+        self.shadow_denied = shadow_denied
+        self.candidate = candidate
+
+    def __repr__(self) -> str:
+        return (
+            f"Event({self.kind}, limiter={self.limiter!r}, key={self.key!r}, "
+            f"result={self.result!r}, decision={self.decision!r})"
+        )
 
 
 @runtime_checkable

@@ -18,7 +18,10 @@ LAYERS = [
     # The testing kit drives limiters and, in its pytest plugin, the default registry; nothing
     # below the integrations imports it.
     ("registry", ["registry", "config", "observability", "testing"]),
-    ("integrations", ["integrations", "admin", "clients", "cli", "__main__", "__init__"]),
+    (
+        "integrations",
+        ["integrations", "admin", "clients", "simulate", "loadtest", "cli", "__main__", "__init__"],
+    ),
 ]
 STORES = [name for name, _ in LAYERS].index("stores")
 
