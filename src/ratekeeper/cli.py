@@ -1,6 +1,7 @@
 """The ``ratekeeper`` command: ``demo`` (each algorithm admitting and denying a burst),
 ``migrate URL`` (a PostgreSQL store's schema), ``check-config [PATH]`` (check a configuration file
-and print what it defines) and ``limiters`` (the limiters of the file zero configuration finds)."""
+and print what it defines), ``limiters`` (the limiters of the file zero configuration finds),
+``simulate --limits L FILE`` (replay traffic through each algorithm) and ``loadtest URL``."""
 
 from __future__ import annotations
 
@@ -63,7 +64,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "path", nargs="?", help="the file (default: $RATEKEEPER_CONFIG, ratekeeper.toml, ...)"
     )
     sub.add_parser("limiters", help="list the limiters of the configuration file found")
+    simulate = sub.add_parser(
+        "simulate", help="replay a CSV or access log through each algorithm and report"
+    )
+    simulate.add_argument("file", help="CSV of timestamp,key[,cost] or a common/combined log")
+    simulate.add_argument("--limits", required=True, help='e.g. "100/minute" or "10/s;500/hour"')
+    simulate.add_argument("--algorithm", default="all", help="one algorithm, or all (default)")
+    simulate.add_argument("--key", default="host", help="for logs: host (default), user or path")
+    simulate.add_argument("--chart", metavar="PNG", help="write admitted vs offered load here")
+    load = sub.add_parser("loadtest", help="send N requests to a URL and report statuses")
+    load.add_argument("url")
+    load.add_argument("--requests", type=int, default=100)
+    load.add_argument("--concurrency", type=int, default=10)
+    load.add_argument("--method", default="GET")
+    load.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return _simulate(args.file, args.limits, args.algorithm, args.key, args.chart)
+    if args.command == "loadtest":
+        return _loadtest(args.url, args.requests, args.concurrency, args.method, args.timeout)
     if args.command == "migrate":
         return _migrate(args.url, args.schema, args.table_prefix)
     if args.command in ("check-config", "limiters"):
@@ -73,6 +92,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo(sys.stdout)
         except BrokenPipeError:  # `ratekeeper demo | head`
             sys.stderr.close()
+    return 0
+
+
+def _simulate(path: str, limits: str, algorithm: str, key: str, chart: str | None) -> int:
+    """``ratekeeper simulate``: see `ratekeeper.simulate`."""
+    from ratekeeper import simulate
+    from ratekeeper.algorithms import ALGORITHMS
+    from ratekeeper.errors import ConfigError
+
+    try:
+        requests, kind = simulate.read_requests(path, key)
+        algorithms = list(ALGORITHMS) if algorithm == "all" else [algorithm]
+        result = simulate.simulate(requests, limits, algorithms)
+        result.source = f"{path}, {kind}"
+        print(simulate.report(result), end="")
+        if chart:
+            simulate.chart(result, chart)
+            print(f"chart: {chart}")
+    except (ConfigError, OSError) as exc:
+        print(f"ratekeeper simulate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _loadtest(url: str, requests: int, concurrency: int, method: str, timeout: float) -> int:
+    """``ratekeeper loadtest``: see `ratekeeper.loadtest`."""
+    from ratekeeper import loadtest
+    from ratekeeper.errors import ConfigError
+
+    try:
+        result = loadtest.loadtest(url, requests, concurrency, method=method, timeout=timeout)
+    except ConfigError as exc:
+        print(f"ratekeeper loadtest: {exc}", file=sys.stderr)
+        return 1
+    print(loadtest.format_result(result, url), end="")
     return 0
 
 
