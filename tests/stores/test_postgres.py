@@ -225,8 +225,9 @@ def contention_worker(
     start: Any,
     out: Any,
 ) -> None:
-    """One process of the contention test: ``threads`` threads hitting one key."""
-    store = store_from_url(url, **options)
+    """One process of the contention test: ``threads`` threads hitting one key (an exactness
+    test, not a latency one: a generous deadline, so a busy machine cannot fail it)."""
+    store = store_from_url(url, **{"statement_timeout": 5.0, "pool_timeout": 10.0, **options})
     limiter = RateLimiter(rate, algorithm=algorithm, store=store)
     limiter.peek(key)  # connect and set up before the start signal
     counts: list[int] = []

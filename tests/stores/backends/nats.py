@@ -26,12 +26,17 @@ def nats_url() -> str:
     return url
 
 
+# Behaviour tests, not latency tests: a generous deadline, so that a busy test machine cannot
+# turn a slow answer into StoreUnavailable (the fault suites use the library's defaults: make_at).
+PATIENT = {"timeout": 5.0}
+
+
 def make_sync(**options: object) -> NatsStore:
-    return NatsStore.from_url(nats_url(), **{"bucket": BUCKET, **options})
+    return NatsStore.from_url(nats_url(), **{"bucket": BUCKET, **PATIENT, **options})
 
 
 def make_async(**options: object) -> AsyncNatsStore:
-    return AsyncNatsStore.from_url(nats_url(), **{"bucket": BUCKET, **options})
+    return AsyncNatsStore.from_url(nats_url(), **{"bucket": BUCKET, **PATIENT, **options})
 
 
 def make_at(url: str) -> tuple[Callable[[], NatsStore], Callable[[], AsyncNatsStore]]:

@@ -27,13 +27,30 @@ def postgres_url() -> str:
     return url
 
 
+# Behaviour tests, not latency tests: a generous deadline, so that a busy test machine cannot
+# turn a slow answer into StoreUnavailable (the fault suites use the library's defaults: make_at).
+PATIENT = {"statement_timeout": 5.0, "pool_timeout": 10.0}
+
+
 def make_sync(**options: object) -> PostgresStore:
-    options = {"schema": SCHEMA, "table_prefix": PREFIX, "time_source": "client", **options}
+    options = {
+        "schema": SCHEMA,
+        "table_prefix": PREFIX,
+        "time_source": "client",
+        **PATIENT,
+        **options,
+    }
     return PostgresStore.from_url(postgres_url(), **options)
 
 
 def make_async(**options: object) -> AsyncPostgresStore:
-    options = {"schema": SCHEMA, "table_prefix": PREFIX, "time_source": "client", **options}
+    options = {
+        "schema": SCHEMA,
+        "table_prefix": PREFIX,
+        "time_source": "client",
+        **PATIENT,
+        **options,
+    }
     return AsyncPostgresStore.from_url(postgres_url(), **options)
 
 
