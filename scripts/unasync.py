@@ -22,9 +22,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PAIRS = [
     ("src/ratekeeper/_async_limiter.py", "src/ratekeeper/_sync_limiter.py"),
     ("src/ratekeeper/stores/redis/_async_store.py", "src/ratekeeper/stores/redis/_sync_store.py"),
+    (
+        "src/ratekeeper/stores/postgres/_async_store.py",
+        "src/ratekeeper/stores/postgres/_sync_store.py",
+    ),
 ]
 NAMES = {
     "AsyncRateLimiter": "RateLimiter",
+    "AsyncPostgresStore": "PostgresStore",
+    "AsyncConnectionPool": "ConnectionPool",
+    "AsyncConnection": "Connection",
+    "_async_connection_class": "_connection_class",
     "AsyncPermit": "Permit",
     "AsyncMemoryStore": "MemoryStore",
     "AsyncStore": "Store",
