@@ -80,6 +80,20 @@ _CONFLICT = nats.js.errors.KeyWrongLastSequenceError
 _MISSING = nats.js.errors.KeyNotFoundError  # KeyDeletedError included
 
 
+class _Client(NATS):
+    """nats-py's client, minus a socket leak: a reconnect attempt that connected but then failed
+    (EOF or a timeout before the server's INFO, as on a half-closed link) leaves its socket open,
+    and the next attempt's ``TcpTransport.connect`` overwrites the writer without closing it (the
+    socket is freed only by the garbage collector, with a ``ResourceWarning``). Every attempt now
+    closes what the previous one left; at that point that connection is dead by definition."""
+
+    async def _connect_to_server(self, *args: Any, **kwargs: Any) -> None:
+        transport: Any = self._transport
+        if transport is not None:
+            transport.close()  # idempotent; nats-py has closed it already after a live connection
+        await super()._connect_to_server(*args, **kwargs)
+
+
 def kv_key(key: str) -> str:
     """The KV key name of a user key (see the module docstring)."""
     raw = key.encode("utf-8", "surrogatepass")
@@ -204,7 +218,7 @@ class AsyncNatsStore:
         then open the bucket, creating it if missing."""
         nc = self._nc
         if nc is None:
-            nc = self._nc = NATS()
+            nc = self._nc = _Client()
 
             async def record(exc: Exception) -> None:
                 task = asyncio.current_task()
