@@ -552,3 +552,13 @@ def test_cli_migrate(url: str, options: dict[str, Any], capsys) -> None:
     store.close()
     assert main(["migrate", f"postgresql://u:p@127.0.0.1:{free_port()}/db"]) == 1
     assert "postgresql unavailable" in capsys.readouterr().err
+
+
+def test_the_algorithms_come_from_the_sql_port() -> None:
+    """What the store says it runs is what its SQL dispatches on, not a copy of a Python list."""
+    from ratekeeper.algorithms import ALGORITHMS
+    from ratekeeper.stores.postgres._core import PostgresCore, schema_text, sql_algorithms
+
+    assert PostgresCore.algorithms == sql_algorithms(schema_text()) == set(ALGORITHMS)
+    without_gcra = schema_text().replace("ELSIF algo = 'gcra' THEN", "ELSIF false THEN")
+    assert "gcra" not in sql_algorithms(without_gcra)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import math
+import re
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ratekeeper.algorithms import ALGORITHMS
 from ratekeeper.decision import Decision, from_rows
 from ratekeeper.errors import ConfigError, StoreUnavailable
 from ratekeeper.stores.base import LEASE_PART, Rule
@@ -212,11 +212,22 @@ class _RuleArgs:
         self.horizons = _array([repr(float(rule.algorithm.horizon(limit))) for limit in limits])
 
 
+def schema_text() -> str:
+    """The SQL of the schema (``schema.sql``, shipped in the package)."""
+    return importlib.resources.files(__package__).joinpath("schema.sql").read_text("utf-8")
+
+
+def sql_algorithms(text: str) -> frozenset[str]:
+    """The algorithms the SQL port runs: the names ``f_apply`` dispatches on."""
+    body = text[text.index("FUNCTION {f_apply}(") :].split("\n--;;\n", 1)[0]
+    return frozenset(re.findall(r"algo = '(\w+)'", body))
+
+
 class PostgresCore:
     """The pure part of a PostgreSQL store: what to send, and what the answers mean."""
 
-    #: The algorithms this store can run (custom ones have no SQL port).
-    algorithms: frozenset[str] = frozenset(ALGORITHMS)
+    #: The algorithms this store can run: those its SQL port dispatches on (see `sql_algorithms`).
+    algorithms: frozenset[str] = sql_algorithms(schema_text())
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -353,7 +364,7 @@ class PostgresCore:
     # -- migration -----------------------------------------------------------------------------
 
     def schema_statements(self) -> list[sql.Composed]:
-        text = importlib.resources.files(__package__).joinpath("schema.sql").read_text("utf-8")
+        text = schema_text()
         statements = []
         for chunk in text.split("\n--;;\n"):
             body = "\n".join(
