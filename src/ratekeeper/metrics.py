@@ -33,6 +33,23 @@ class LimiterMetrics:
     def as_dict(self) -> dict[str, float | int | str]:
         return {name: getattr(self, name) for name in self.__slots__}
 
+    @classmethod
+    def total(cls, name: str, parts: list[LimiterMetrics]) -> LimiterMetrics:
+        """Several snapshots of one limiter (its sync and asyncio faces) added up; the longest
+        wait is the largest of theirs."""
+        return cls(
+            name=name,
+            allowed=sum(p.allowed for p in parts),
+            denied=sum(p.denied for p in parts),
+            shadow_denied=sum(p.shadow_denied for p in parts),
+            acquisitions=sum(p.acquisitions for p in parts),
+            timeouts=sum(p.timeouts for p in parts),
+            wait_seconds_total=sum((p.wait_seconds_total for p in parts), 0.0),
+            wait_seconds_max=max((p.wait_seconds_max for p in parts), default=0.0),
+            in_flight=sum(p.in_flight for p in parts),
+            store_errors=sum(p.store_errors for p in parts),
+        )
+
 
 def _value(counter: itertools.count[int]) -> int:
     """The next value ``counter`` would give, i.e. how many times it was advanced."""

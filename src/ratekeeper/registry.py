@@ -21,6 +21,7 @@ import inspect
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Generator, Hashable, Mapping
 from pathlib import Path
 from types import EllipsisType, TracebackType
@@ -28,6 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ratekeeper.config import (
     BUILTIN_STORE,
+    TABLES,
     Config,
     LimiterDefinition,
     StoreDefinition,
@@ -37,12 +39,14 @@ from ratekeeper.config import (
     limiter_definition,
     load,
     store_definition,
+    suggest,
     unknown_name,
 )
 from ratekeeper.errors import ConfigError
 from ratekeeper.events import Observer
 from ratekeeper.limiter import AsyncPermit, AsyncRateLimiter, Limits, Permit, RateLimiter
 from ratekeeper.limits import Limit
+from ratekeeper.metrics import LimiterMetrics
 from ratekeeper.stores import (
     AsyncStore,
     Store,
@@ -178,7 +182,15 @@ class StorePair:
 class Registry:
     """Stores and limiters for one application (several registries never share state)."""
 
-    def __init__(self, *, max_limiters: int = DEFAULT_MAX_LIMITERS, discover: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        max_limiters: int = DEFAULT_MAX_LIMITERS,
+        discover: bool = True,
+        observed_by: Registry | None = None,
+    ) -> None:
+        """``observed_by``: a registry whose observers, present and future, this one's limiters
+        report to as well (an integration's private registry follows `default_registry`)."""
         if isinstance(max_limiters, bool) or not isinstance(max_limiters, int) or max_limiters < 1:
             raise ConfigError(f"max_limiters must be a positive integer, got {max_limiters!r}")
         self.memory = MemoryStore()
@@ -195,6 +207,11 @@ class Registry:
         self._pairs: dict[str, StorePair] = {BUILTIN_STORE: StorePair(None, memory=self.memory)}
         self._built: dict[tuple[str, bool], RateLimiter | AsyncRateLimiter] = {}
         self._observers: list[Observer] = []
+        self._followers: weakref.WeakSet[Registry] = weakref.WeakSet()
+        if observed_by is not None:
+            with observed_by._lock:
+                self._observers.extend(observed_by._observers)
+                observed_by._followers.add(self)
 
     def observe(self, observer: Observer) -> None:
         """Send the events of every limiter of this registry, present and future, to
@@ -205,6 +222,9 @@ class Registry:
             self._observers.append(observer)
             for limiter in [*self._limiters.values(), *self._built.values()]:
                 limiter.add_observer(observer)
+            followers = list(self._followers)
+        for follower in followers:
+            follower.observe(observer)
 
     def _observed(self, limiter: L) -> L:
         """``limiter``, reporting to this registry's observers."""
@@ -291,6 +311,31 @@ class Registry:
         definition = clone_definition(self._definition(source), name, fields, where)
         self._apply(Config(limiters={name: definition}), replace)
 
+    def configure(
+        self, tables: Mapping[str, Any], *, source: str = "code", replace: bool = False
+    ) -> None:
+        """Define the stores and limiters of ``tables``, shaped like a config file
+        (``{"stores": {name: fields}, "limiters": {name: fields}}``), all or nothing, as
+        `load_config` does; ``source`` names it in errors (e.g. ``"settings.RATEKEEPER"``)."""
+        config = Config()
+        for table, entries in tables.items():
+            if table not in TABLES:
+                raise ConfigError(
+                    f"{source}: unknown table {table!r}{suggest(str(table), TABLES)}; "
+                    f"use {' and '.join(TABLES)}"
+                )
+            if not isinstance(entries, Mapping):
+                raise ConfigError(f"{source}: [{table}] must map names to fields, got {entries!r}")
+            for name, fields in entries.items():
+                where = Where(source, f"{table}.{name}")
+                if not isinstance(fields, Mapping):
+                    raise where.error(f"must be a table of fields, got {fields!r}")
+                if table == "stores":
+                    config.stores[name] = store_definition(name, fields, where)
+                else:
+                    config.limiters[name] = limiter_definition(name, fields, where)
+        self._apply(config, replace)
+
     def load_config(
         self, path: str | os.PathLike[str] | None = None, *, replace: bool = False
     ) -> Path | None:
@@ -331,6 +376,36 @@ class Registry:
                 settings["on_store_error"] = store.on_store_error
             shown[name] = settings
         return shown
+
+    def remove_limiter(self, name: str) -> None:
+        """Forget the limiter ``name`` (`ConfigError` naming the known ones if it is unknown);
+        limiters already handed out keep working on their store, their state is not touched."""
+        self._definition(name)
+        with self._named_lock:
+            self._limiter_defs.pop(name, None)
+            for asynchronous in (False, True):
+                self._built.pop((name, asynchronous), None)
+
+    def store_url(self, name: str) -> str | None:
+        """The URL of the store named ``name``, password included (None for a store given as
+        an object); for code that keeps its own data beside the limiters (the admin app's rules).
+        `ConfigError` if the name is unknown."""
+        self._discover()
+        with self._named_lock:
+            if name == BUILTIN_STORE:
+                return "memory://"
+            definition = self._store_defs.get(name)
+        if definition is None:
+            raise ConfigError(unknown_name("store", name, [BUILTIN_STORE, *self._store_defs]))
+        return definition.url
+
+    def metrics(self, name: str) -> LimiterMetrics:
+        """What the limiter ``name`` did so far: its synchronous and asyncio faces added up
+        (only those built; zeros when none is). `ConfigError` if the name is unknown."""
+        self._definition(name)
+        with self._named_lock:
+            faces = [self._built.get((name, False)), self._built.get((name, True))]
+        return LimiterMetrics.total(name, [f.metrics() for f in faces if f is not None])
 
     def list_stores(self) -> dict[str, dict[str, Any]]:
         """``{name: settings}`` of every store, the built-in ``"memory"`` included (passwords in
