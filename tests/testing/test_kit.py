@@ -114,12 +114,16 @@ def test_time_machine_freezes_limiters_built_while_frozen():
 
 
 def test_time_machine_freeze_and_unfreeze_nest():
-    outer = TimeMachine(100).freeze()
-    inner = TimeMachine(200).freeze()
-    assert default_clock() is inner.clock
-    inner.unfreeze()
-    assert default_clock() is outer.clock
-    outer.unfreeze()
+    outer, inner = TimeMachine(100), TimeMachine(200)
+    try:
+        outer.freeze()
+        inner.freeze()
+        assert default_clock() is inner.clock
+        inner.unfreeze()
+        assert default_clock() is outer.clock
+    finally:  # never leave time frozen for the tests that follow
+        inner.unfreeze()
+        outer.unfreeze()
     outer.unfreeze()  # idempotent
     assert default_clock() is system_clock
 
