@@ -1,7 +1,8 @@
 """The ``ratekeeper`` command: ``demo`` (each algorithm admitting and denying a burst),
 ``migrate URL`` (a PostgreSQL store's schema), ``check-config [PATH]`` (check a configuration file
 and print what it defines), ``limiters`` (the limiters of the file zero configuration finds),
-``simulate --limits L FILE`` (replay traffic through each algorithm) and ``loadtest URL``."""
+``simulate --limits L FILE`` (replay traffic through each algorithm), ``loadtest URL``, and
+``serve`` (the admin app and the decision service), ``inspect NAME KEY``, ``reset NAME KEY``."""
 
 from __future__ import annotations
 
@@ -78,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     load.add_argument("--concurrency", type=int, default=10)
     load.add_argument("--method", default="GET")
     load.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    _add_admin_commands(sub)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.config, args.host, args.port, args.token_file, args.log_level)
+    if args.command in ("inspect", "reset"):
+        return _key_command(args.command, args.name, args.key, args.config, args.cost)
     if args.command == "simulate":
         return _simulate(args.file, args.limits, args.algorithm, args.key, args.chart)
     if args.command == "loadtest":
@@ -186,3 +192,136 @@ def _show_config(command: str, path: str | None) -> int:
 
 def _fields(settings: dict[str, object]) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in settings.items() if value is not None)
+
+
+TOKEN_ENV = "RATEKEEPER_ADMIN_TOKEN"
+EXIT_ERROR = 1  # a configuration, token or store problem (the message says which)
+EXIT_USAGE = 2  # bad arguments (argparse's own exit code)
+
+
+def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``serve``, ``inspect`` and ``reset``."""
+    serve = sub.add_parser(
+        "serve",
+        help="serve the admin API, the dashboard and the decision service (uvicorn)",
+        description="Serve the admin API, the live dashboard (at /) and the decision service "
+        "(POST /v1/check) for the limiters of a configuration file. The token comes from "
+        f"${TOKEN_ENV} or --token-file, never from the command line. Exit codes: 0 after a "
+        "clean shutdown, 1 for a configuration or token problem, 2 for bad arguments.",
+    )
+    serve.add_argument("--config", help="TOML/YAML file (default: the one zero config finds)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    serve.add_argument(
+        "--token-file", help=f"a file holding the admin token (else ${TOKEN_ENV} is used)"
+    )
+    serve.add_argument("--log-level", default="info", help="uvicorn's log level (info)")
+    for command, text in (
+        ("inspect", "show a key's state as peek sees it (consumes nothing)"),
+        ("reset", "reset a key: its next request starts from a full limit"),
+    ):
+        parser = sub.add_parser(
+            command,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}, for limiter NAME of a configuration "
+            "file (rules stored through the admin API applied first). Exit codes: 0 done, "
+            "1 unknown limiter, bad file or store unavailable, 2 bad arguments.",
+        )
+        parser.add_argument("name", help="the limiter's name")
+        parser.add_argument("key", help="the key, e.g. user:42")
+        parser.add_argument("--config", help="TOML/YAML file (default: the one zero config finds)")
+        parser.add_argument(
+            "--cost", type=float, default=1.0, help="inspect: the cost asked about (1)"
+        )
+
+
+def _fail(command: str, message: object) -> int:
+    print(f"ratekeeper {command}: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _read_token(token_file: str | None) -> str:
+    """The admin token: from ``token_file`` if given, else from $RATEKEEPER_ADMIN_TOKEN."""
+    import os
+
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the token file: {exc}") from None
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ValueError(
+            f"no admin token: set ${TOKEN_ENV} or pass --token-file FILE (e.g. "
+            f'python -c "import secrets; print(secrets.token_urlsafe())" > FILE)'
+        )
+    return token
+
+
+def _serve(config: str | None, host: str, port: int, token_file: str | None, level: str) -> int:
+    """``ratekeeper serve``: load the file, build the admin app, run uvicorn until stopped."""
+    from ratekeeper.errors import ConfigError
+    from ratekeeper.registry import Registry
+
+    try:
+        token = _read_token(token_file)
+        import uvicorn
+
+        from ratekeeper.admin import create_admin_app
+
+        registry = Registry(discover=False)
+        found = registry.load_config(config)
+        app = create_admin_app(registry, token=token)
+    except ImportError as exc:
+        return _fail("serve", f"{exc.name} is missing: pip install 'ratekeeper[admin]'")
+    except (ConfigError, ValueError) as exc:
+        return _fail("serve", exc)
+    limiters = ", ".join(registry.list_limiters()) or "none yet"
+    print(f"ratekeeper serve: {found or 'no file'}; limiters: {limiters}", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=level, lifespan="on")
+    finally:
+        app.close()
+    return 0
+
+
+def _key_command(command: str, name: str, key: str, config: str | None, cost: float) -> int:
+    """``ratekeeper inspect NAME KEY`` / ``reset NAME KEY``."""
+    from ratekeeper.errors import ConfigError, StoreUnavailable
+    from ratekeeper.registry import Registry
+
+    registry = Registry(discover=False)
+    rules = None
+    try:
+        registry.load_config(config)
+        from ratekeeper.admin.rules import RuleSync
+
+        rules = RuleSync(registry)
+        rules.load()
+        limiter = registry.get_limiter(name)
+        if registry.list_limiters()[name]["store"] == "memory":
+            print(
+                f"ratekeeper {command}: note: limiter {name!r} uses the in-process memory store; "
+                "this command sees only its own (empty) state",
+                file=sys.stderr,
+            )
+        if command == "reset":
+            limiter.reset(key)
+            print(f"reset {name} {key}")
+            return 0
+        decision = limiter.peek(key, cost)
+    except (ConfigError, StoreUnavailable, ValueError) as exc:
+        return _fail(command, exc)
+    finally:
+        if rules is not None:
+            rules.close()
+        registry.close()
+    retry = "never" if decision.retry_after == float("inf") else f"{decision.retry_after:.3f}s"
+    print(f"limiter:     {name}")
+    print(f"key:         {key}")
+    print(f"next hit:    {'allowed' if decision.allowed else 'denied'} (cost {cost:g})")
+    print(f"remaining:   {decision.remaining} of {decision.limit} ({decision.policy})")
+    print(f"reset_after: {decision.reset_after:.3f}s")
+    print(f"retry_after: {retry}")
+    return 0

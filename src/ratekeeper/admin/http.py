@@ -98,7 +98,7 @@ async def read_json(request: Request) -> Any:
         if len(body) > MAX_BODY_BYTES:
             raise Problem(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(body)
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise Problem(400, f"invalid JSON: not UTF-8 ({exc.reason})") from None
     except json.JSONDecodeError as exc:

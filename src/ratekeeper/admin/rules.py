@@ -284,6 +284,8 @@ class NatsRules:
             self._call(closing)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(RULES_DEADLINE * 2)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 def rule_store(url: str | None) -> RuleStore | None:
