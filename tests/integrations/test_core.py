@@ -381,3 +381,94 @@ def test_frameworks_are_imported_lazily() -> None:
         "assert not frameworks & set(sys.modules), frameworks & set(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- names, observers and shadow mode in the engine (issue 11 item 5, issue 12 items 1 and 6) ----
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.hits: list[tuple[str, str]] = []
+
+    def observe(self, event: Any) -> None:
+        if event.kind == "hit":
+            self.hits.append((event.limiter, event.result))
+
+
+@pytest.fixture
+def default_registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """A fresh stand-in for ``ratekeeper``'s default registry."""
+    import ratekeeper.registry
+
+    registry = Registry(discover=False)
+    monkeypatch.setattr(ratekeeper.registry, "default_registry", registry)
+    return registry
+
+
+class TestNamesAndObservers:
+    def test_names_resolve_in_the_default_registry_and_inline_budgets_stay_private(
+        self, default_registry: Registry
+    ) -> None:
+        default_registry.configure_limiter("api", "1/minute")
+        one, two = Engine(limiter="api"), Engine("1/minute")
+        assert one.check(view()).allowed and not one.check(view()).allowed
+        assert two.check(view()).allowed  # its own store: not the default registry's
+        assert Engine("1/minute").registry is not default_registry
+        assert default_registry.get_limiter("api").metrics().denied == 1
+
+    def test_inline_limiters_report_to_the_default_registrys_observers(
+        self, default_registry: Registry
+    ) -> None:
+        """``rk.observe(...)`` covers the limits of every integration, present and future."""
+        early, late = Recorder(), Recorder()
+        default_registry.observe(early)
+        engine = Engine("1/minute")
+        engine.check(view())
+        default_registry.observe(late)  # after the engine built its limiter
+        engine.check(view())
+        assert early.hits == [("default", "allowed"), ("default", "denied")]
+        assert late.hits == [("default", "denied")]
+
+    def test_a_rule_names_a_limiter_or_sets_a_limit_not_both(self) -> None:
+        registry = Registry(discover=False)
+        registry.configure_limiter("api", "1/minute")
+        engine = Engine(registry=registry)
+        for clash in ({"algorithm": "gcra"}, {"shadow": True}, {"shadow_limits": "1/hour"}):
+            with pytest.raises(ConfigError, match="named limiter"):
+                engine.rule(limiter="api", **clash)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=r"named limiter: .* drop limit"):
+            engine.rule("5/minute", limiter="api")
+        with pytest.raises(ConfigError, match="needs a limit or limiter="):
+            engine.rule(scope="x")
+
+    def test_engine_shadow_mode_needs_named_limiters_in_shadow_mode(self) -> None:
+        registry = Registry(discover=False)
+        registry.configure_limiter("api", "1/minute")
+        registry.configure_limiter("trial", "1/minute", shadow=True)
+        with pytest.raises(ConfigError, match="shadow mode but limiter 'api' is not"):
+            Engine(limiter="api", registry=registry, shadow=True)
+        engine = Engine(limiter="trial", registry=registry, shadow=True)
+        assert [engine.check(view()).allowed for _ in range(2)] == [True, True]
+
+    async def test_a_named_limiters_dead_store_is_the_engines_policy(self) -> None:
+        """A named limiter on a dead store (its own policy: raise) answers by the engine's
+        ``on_store_error``, in blocking code and from asyncio (a synchronous-only store object
+        is called in a worker thread there)."""
+        registry = Registry(discover=False)
+        registry.configure_store("down", DownStore())
+        registry.configure_limiter("api", "1/minute", store="down")
+        allow = Engine(limiter="api", registry=registry)
+        deny = Engine(limiter="api", registry=registry, on_store_error="deny")
+        assert allow.check(view()).allowed and (await allow.check_async(view())).allowed
+        assert not deny.check(view()).allowed and not (await deny.check_async(view())).allowed
+
+    def test_settings_shaped_like_a_file_are_checked_all_or_nothing(self) -> None:
+        registry = Registry(discover=False)
+        good = {"limits": "1/minute"}
+        with pytest.raises(ConfigError, match=r"settings: \[limiters.b\] unknown field 'limts' "):
+            registry.configure(
+                {"limiters": {"a": good, "b": {"limts": "1/minute"}}}, source="settings"
+            )
+        with pytest.raises(ConfigError, match=r"unknown table 'limiter' \(did you mean"):
+            registry.configure({"limiter": {"a": good}}, source="settings")
+        assert registry.list_limiters() == {}

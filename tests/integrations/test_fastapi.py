@@ -276,3 +276,29 @@ def test_bad_rates_fail_at_definition() -> None:
     limiter = Limiter()
     with pytest.raises(ConfigError, match="fortnight"):
         limiter.limit("1/fortnight")(lambda: None)
+
+
+async def test_a_dependency_on_a_named_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Depends(RateLimit(limiter="api"))`` uses the default registry's limiter "api": one
+    budget for every route it guards, shadow settings and all (issue 11 item 5)."""
+    import ratekeeper
+    import ratekeeper.registry
+
+    registry = ratekeeper.Registry(discover=False)
+    monkeypatch.setattr(ratekeeper.registry, "default_registry", registry)
+    registry.configure_limiter("api", "2/minute")
+    registry.configure_limiter("try", "1/minute", shadow=True)
+    app, limiter, _ = make_app()
+    api = Depends(RateLimit(limiter="api"))
+
+    @app.get("/a", dependencies=[api])
+    @app.get("/b", dependencies=[api])
+    @app.get("/try", dependencies=[Depends(limiter.dependency(limiter="try"))])
+    async def view() -> str:
+        return "ok"
+
+    async with client(app) as c:
+        assert [(await c.get(p)).status_code for p in ("/a", "/b", "/a")] == [200, 200, 429]
+        assert [(await c.get("/try")).status_code for _ in range(3)] == [200] * 3
+    tried = registry.get_async_limiter("try").metrics()
+    assert (tried.allowed, tried.shadow_denied) == (1, 2)

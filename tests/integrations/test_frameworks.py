@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from ratekeeper import ConfigError, Registry
 from ratekeeper.decision import Decision
+from ratekeeper.events import Event
 from ratekeeper.integrations import cost_from_header
 from ratekeeper.stores import AsyncStore, Rule
 from ratekeeper.stores.memory import MemoryStore
@@ -49,6 +51,12 @@ class Client:
         return [self.get(path, headers).status for _ in range(n)]
 
 
+def _configure(options: dict[str, Any]) -> None:
+    """Frameworks without settings: the ``names`` tables defined in code, in the registry."""
+    if "names" in options:
+        options["registry"].configure(options.pop("names"))
+
+
 def _view_name(path: str) -> str:
     return "view_" + (re.sub(r"\W", "_", path).strip("_") or "root")
 
@@ -59,6 +67,8 @@ def _flask(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Clie
     from ratekeeper.integrations.flask import Limiter
 
     app = Flask(__name__)
+    if "names" in options:
+        app.config["RATEKEEPER"] = options.pop("names")
     limiter = Limiter(app, default_limits, **options)
     for path, decorator in routes.items():
 
@@ -87,7 +97,8 @@ def _django(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Cli
 
     from ratekeeper.integrations.django import get_engine, ratelimit
 
-    config = {name.upper(): value for name, value in options.items()}
+    config = {name.upper(): value for name, value in options.pop("names", {}).items()}
+    config.update((name.upper(), value) for name, value in options.items())
     override = override_settings(RATEKEEPER={"DEFAULT_LIMITS": default_limits, **config})
     override.enable()
     urlpatterns.clear()
@@ -118,6 +129,7 @@ def _fastapi(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Cl
 
     from ratekeeper.integrations.fastapi import Limiter
 
+    _configure(options)
     limiter = Limiter(default_limits, **options)
     app = FastAPI()
     limiter.init_app(app)
@@ -151,6 +163,7 @@ def _aiohttp(default_limits: Any, routes: Routes, options: dict[str, Any]) -> Cl
 
     from ratekeeper.integrations.aiohttp import Limiter
 
+    _configure(options)
     limiter = Limiter(default_limits, **options)
     app = web.Application(middlewares=[limiter.middleware])
     for path, decorator in routes.items():
@@ -456,3 +469,204 @@ def test_an_unknown_decorator_keyword_fails_when_decorating(framework: str) -> N
     decorator = _decorators()[framework]
     with pytest.raises(TypeError, match="scoep"):
         decorator("1/minute", scoep="typo")(lambda request: None)
+
+
+# -- named limiters, observers and shadow mode (issue 11 item 5, issue 12 items 1 and 6) ---------
+
+
+class Recorder:
+    """An observer keeping the (limiter name, result) of every decision."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def observe(self, event: Event) -> None:
+        self.events.append(event)
+
+    def hits(self) -> list[tuple[str, str]]:
+        return [(e.limiter, e.result) for e in self.events if e.kind == "hit"]
+
+
+def _metrics(registry: Registry, name: str) -> dict[str, int]:
+    """The named limiter's counts, both faces added up (each framework uses one of them)."""
+    faces = [registry.get_limiter(name), registry.get_async_limiter(name)]
+    fields = ("allowed", "denied", "shadow_denied")
+    return {f: sum(getattr(face.metrics(), f) for face in faces) for f in fields}
+
+
+def _scope(path: str) -> str:
+    """The scope (and limiter name) of a view decorated without ``scope``."""
+    return f"{__name__}.{_view_name(path)}"
+
+
+def test_decorators_and_defaults_use_a_named_limiter(build: Callable[..., Client]) -> None:
+    """``limiter="api"``: the registry limiter's limits, one budget wherever it is used."""
+    registry = Registry(discover=False)
+    registry.configure_limiter("api", "3/minute", algorithm="fixed_window")
+    routes = {"/": None, "/a": {"limiter": "api"}, "/b": {"limiter": "api", "cost": 2}}
+    c = build(None, routes, registry=registry, limiter="api")
+    assert c.get("/b").status == 200  # cost 2 of 3
+    replies = [c.get("/"), c.get("/a")]
+    assert [r.status for r in replies] == [200, 429]  # the same budget for the defaults
+    assert {r.headers["X-RateLimit-Limit"] for r in replies} == {"3"}
+    assert _metrics(registry, "api") == {"allowed": 2, "denied": 1, "shadow_denied": 0}
+
+
+@pytest.mark.parametrize("build", ["flask", "django"], indirect=True)
+def test_names_come_from_the_frameworks_settings(build: Callable[..., Client]) -> None:
+    """Flask's ``app.config["RATEKEEPER"]`` and Django's ``RATEKEEPER`` settings hold stores
+    and limiters shaped like a config file."""
+    registry = Registry(discover=False)
+    names = {
+        "stores": {"local": {"url": "memory://"}},
+        "limiters": {"login": {"limits": "2/minute", "store": "local"}},
+    }
+    c = build(None, {"/login": {"limiter": "login"}}, registry=registry, names=names)
+    assert c.statuses("/login", 3) == [200, 200, 429]
+    assert registry.list_limiters()["login"]["store"] == "local"
+    assert _metrics(registry, "login")["denied"] == 1
+
+
+def _setups(framework: str, registry: Registry) -> dict[str, Callable[[], object]]:
+    """Each way a framework names a limiter at setup, with the misspelled name "apii"."""
+
+    def view(request: Any = None) -> str:
+        return "ok"
+
+    if framework == "flask":
+        from flask import Flask
+
+        from ratekeeper.integrations import flask
+
+        def factory() -> object:  # decorated before init_app: checked by init_app
+            limiter = flask.Limiter(registry=registry)
+            limiter.limit(limiter="apii")(view)
+            return limiter.init_app(Flask(__name__))
+
+        return {
+            "decorator": lambda: flask.Limiter(Flask(__name__), registry=registry).limit(
+                limiter="apii"
+            )(view),
+            "factory": factory,
+            "defaults": lambda: flask.Limiter(Flask(__name__), limiter="apii", registry=registry),
+        }
+    if framework == "django":
+        from django.test import override_settings
+
+        from ratekeeper.integrations import django
+
+        def in_settings(setup: Callable[[], object], **extra: Any) -> Callable[[], object]:
+            def run() -> object:
+                with override_settings(RATEKEEPER={"REGISTRY": registry, **extra}):
+                    return setup()
+
+            return run
+
+        return {
+            "decorator": in_settings(lambda: django.ratelimit(limiter="apii")(view)),
+            "defaults": in_settings(lambda: django.RateLimitMiddleware(view), LIMITER="apii"),
+        }
+    if framework == "fastapi":
+        from ratekeeper.integrations import fastapi
+
+        return {
+            "decorator": lambda: fastapi.Limiter(registry=registry).limit(limiter="apii")(view),
+            "dependency": lambda: fastapi.RateLimit(limiter="apii", registry=registry),
+            "defaults": lambda: fastapi.Limiter(limiter="apii", registry=registry),
+            "middleware": lambda: fastapi.RateLimitMiddleware(
+                view, limiter="apii", registry=registry
+            ),
+        }
+    from ratekeeper.integrations import aiohttp
+
+    return {
+        "decorator": lambda: aiohttp.Limiter(registry=registry).limit(limiter="apii")(view),
+        "defaults": lambda: aiohttp.Limiter(limiter="apii", registry=registry),
+    }
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_unknown_limiter_name_fails_at_setup(
+    framework: str, request: pytest.FixtureRequest
+) -> None:
+    if framework == "django":
+        request.getfixturevalue("django_settings")
+    registry = Registry(discover=False)
+    registry.configure_limiter("api", "1/minute")
+    for where, setup in _setups(framework, registry).items():
+        with pytest.raises(ConfigError, match=r"'apii' \(did you mean 'api'\?\)"):
+            setup()
+            pytest.fail(f"{framework} {where}: no ConfigError")
+
+
+def test_observers_see_each_rule_under_its_scope(build: Callable[..., Client]) -> None:
+    """The engine's observers, and the registry's (present and future), get every decision,
+    named "default" for the default limits and by scope for a decorated view."""
+    registry = Registry(discover=False)
+    early, late, own = Recorder(), Recorder(), Recorder()
+    registry.observe(early)
+    c = build(
+        "1/minute", {"/": None, "/own": {"limit": "1/minute"}}, registry=registry, observers=[own]
+    )
+    assert [c.get("/").status, c.get("/own").status] == [200, 200]
+    registry.observe(late)
+    assert [c.get("/").status, c.get("/own").status] == [429, 429]
+    first = [("default", "allowed"), (_scope("/own"), "allowed")]
+    then = [("default", "denied"), (_scope("/own"), "denied")]
+    assert own.hits() == early.hits() == first + then
+    assert late.hits() == then
+
+
+def test_shadow_mode_never_denies_and_counts_would_be_denials(
+    build: Callable[..., Client],
+) -> None:
+    recorder = Recorder()
+    c = build(
+        "2/minute", {"/": None, "/own": {"limit": "1/minute"}}, shadow=True, observers=[recorder]
+    )
+    replies = [c.get("/") for _ in range(4)] + [c.get("/own") for _ in range(2)]
+    assert [r.status for r in replies] == [200] * 6
+    for reply in replies:  # shadow mode shows nothing to clients
+        for name in ("Retry-After", "RateLimit", "RateLimit-Policy", "X-RateLimit-Limit"):
+            assert reply.headers.get(name) is None
+    assert recorder.hits() == [
+        ("default", "allowed"),
+        ("default", "allowed"),
+        ("default", "shadow_denied"),
+        ("default", "shadow_denied"),
+        (_scope("/own"), "allowed"),
+        (_scope("/own"), "shadow_denied"),
+    ]
+
+
+def test_shadow_rules_and_candidate_limits(build: Callable[..., Client]) -> None:
+    """Per rule: ``shadow=True`` never denies; ``shadow_limits`` are tried beside the enforced
+    limits, counted, never denying; a named limiter defined in shadow mode never denies."""
+    registry = Registry(discover=False)
+    registry.configure_limiter("trial", "1/minute", shadow=True)
+    recorder = Recorder()
+    routes = {
+        "/try": {"limit": "1/minute", "shadow": True, "scope": "try"},
+        "/candidate": {"limit": "3/minute", "shadow_limits": "1/minute", "scope": "candidate"},
+        "/named": {"limiter": "trial"},
+    }
+    c = build(None, routes, registry=registry, observers=[recorder])
+    assert c.statuses("/try", 3) == [200] * 3
+    replies = [c.get("/candidate") for _ in range(4)]
+    assert [r.status for r in replies] == [200, 200, 200, 429]
+    assert {r.headers["X-RateLimit-Limit"] for r in replies} == {"3"}  # the enforced limit
+    assert "Retry-After" in replies[-1].headers
+    assert c.statuses("/named", 3) == [200] * 3
+    assert recorder.hits() == [
+        ("try", "allowed"),
+        ("try", "shadow_denied"),
+        ("try", "shadow_denied"),
+        ("candidate", "allowed"),
+        ("candidate", "shadow_denied"),
+        ("candidate", "shadow_denied"),
+        ("candidate", "denied"),
+        ("trial", "allowed"),
+        ("trial", "shadow_denied"),
+        ("trial", "shadow_denied"),
+    ]
+    assert _metrics(registry, "trial") == {"allowed": 1, "denied": 0, "shadow_denied": 2}

@@ -56,7 +56,8 @@ class Limiter:
     """Limits for an aiohttp app. ``default_limits`` apply (through :attr:`middleware`) to
     every request that is not exempt; every other keyword is an :class:`Engine` option (``key``,
     ``cost``, ``store``, ``trusted_proxies``, ``exempt_paths``, ``headers``, ``on_denied``,
-    ``on_store_error`` (default ``"allow"``)…)."""
+    ``on_store_error`` (default ``"allow"``), ``limiter`` (a registry limiter's name for the
+    default limits), ``shadow``, ``observers``, ``registry``…)."""
 
     def __init__(self, default_limits: LimitSpec | None = None, **options: Any) -> None:
         if callable(options.get("on_denied")):
@@ -124,10 +125,12 @@ class Limiter:
         except RateLimitExceeded as exc:
             return await self._denial(request, exc.decision)
 
-    def limit(self, limit: LimitSpec, **options: Unpack[RuleOptions]) -> Callable[[H], H]:
+    def limit(
+        self, limit: LimitSpec | None = None, **options: Unpack[RuleOptions]
+    ) -> Callable[[H], H]:
         """Limit a handler (a coroutine ``handler(request)``) by these limits instead of the
         default limits. ``options`` are the `RuleOptions` (``scope`` names a budget shared with
-        other handlers)."""
+        other handlers; ``limiter="api"`` uses a registry limiter instead of ``limit``)."""
 
         def decorate(handler: H) -> H:
             rule = self.engine.rule(limit, target=handler, **options)

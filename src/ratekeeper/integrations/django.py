@@ -21,9 +21,15 @@ A view with ``@ratelimit`` is limited by its own limits instead of the default l
 flask-limiter); ``@ratelimit_exempt`` removes a view from the default limits.
 
 Every key of ``RATEKEEPER`` is an :class:`Engine` option in upper case (``DEFAULT_LIMITS``
-is ``limits``; ``RULES`` is a list of dicts of `LimitRule` arguments). ``ENABLED = False`` switches
-limiting off. The engine is built on first use and rebuilt when the settings change
-(``override_settings`` in tests).
+is ``limits``; ``LIMITER`` a registry limiter's name instead; ``RULES`` is a list of dicts of
+`LimitRule` arguments; ``OBSERVERS`` a list of observers or their dotted paths), except
+``STORES`` and ``LIMITERS``: named stores and limiters, shaped like the tables of a config file
+(``{"api": {"limits": "100/minute", "store": "main"}}``), defined in the registry (``REGISTRY``,
+default: the default one, so ``rk.get_limiter("api")`` is the same limiter) for
+``@ratelimit(limiter="api")``. ``ENABLED = False`` switches limiting off. The engine is built
+when the middleware is loaded (or on first use) and rebuilt when the settings change
+(``override_settings`` in tests); a wrong setting or an unknown limiter name is a `ConfigError`
+then, or when a view is decorated, never at a request.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from django.core.signals import setting_changed  # type: ignore[import-untyped]
 from django.http import HttpRequest, HttpResponse, HttpResponseBase  # type: ignore[import-untyped]
 from django.urls import Resolver404, resolve  # type: ignore[import-untyped]
 
+import ratekeeper.registry as _registry
 from ratekeeper._drive import drive, drive_async
 from ratekeeper.errors import ConfigError
 from ratekeeper.integrations.engine import Engine
@@ -59,7 +66,8 @@ __all__ = ["RateLimitMiddleware", "get_engine", "ratelimit", "ratelimit_exempt",
 F = TypeVar("F", bound=Callable[..., Any])
 _EXEMPT = "ratekeeper_exempt"
 _LIMITED = "ratekeeper_limited"  # set on @ratelimit views: their own limits replace the defaults
-_CALLABLE_OPTIONS = ("key", "cost", "on_denied", "limits", "clock")
+_CALLABLE_OPTIONS = ("key", "cost", "on_denied", "limits", "clock", "registry")
+_NAME_TABLES = ("stores", "limiters")  # RATEKEEPER keys that define names, not engine options
 
 _engine: Engine | None = None
 _lock = threading.Lock()
@@ -95,23 +103,33 @@ def _is_rate(text: str) -> bool:
 
 
 def engine_from_settings(config: dict[str, Any]) -> Engine:
-    """An :class:`Engine` from a ``RATEKEEPER`` settings dict."""
+    """An :class:`Engine` from a ``RATEKEEPER`` settings dict (its ``STORES`` and ``LIMITERS``
+    defined in the registry first)."""
     options: dict[str, Any] = {}
+    tables: dict[str, Any] = {}
     for name, value in config.items():
         option = name.lower()
         if option == "default_limits":
             option = "limits"
+        if option in _NAME_TABLES:
+            tables[option] = value
+            continue
         if option == "rules":
             try:
                 value = [
-                    LimitRule(**{"scope": f"rule-{i}", **dict(rule)})
+                    LimitRule(**{"scope": None if "limiter" in rule else f"rule-{i}", **rule})
                     for i, rule in enumerate(value)
                 ]
             except TypeError as exc:
                 raise ConfigError(f"RATEKEEPER['RULES']: {exc}") from exc
+        elif option == "observers":
+            value = [_load(observer) for observer in value]
         elif option in _CALLABLE_OPTIONS and isinstance(value, str) and not _is_rate(value):
             value = _load(value)
         options[option] = value
+    if tables:
+        registry = options.get("registry") or _registry.default_registry
+        registry.configure(tables, source="settings.RATEKEEPER", replace=True)
     try:
         return Engine(**options)
     except TypeError as exc:
@@ -238,6 +256,7 @@ class RateLimitMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+        get_engine()  # wrong settings fail when the middleware is loaded, not at a request
 
     def __call__(self, request: HttpRequest) -> Any:
         call_next = functools.partial(self.get_response, request)
@@ -246,13 +265,16 @@ class RateLimitMiddleware:
         return _run(_limited(request, call_next, None, False))
 
 
-def ratelimit(limit: LimitSpec, **options: Unpack[RuleOptions]) -> Callable[[F], F]:
+def ratelimit(limit: LimitSpec | None = None, **options: Unpack[RuleOptions]) -> Callable[[F], F]:
     """Limit a view (sync or async function view, or ``as_view()`` result), on the engine of
     ``settings.RATEKEEPER``. ``options`` are the `RuleOptions`; ``scope`` names a budget shared
-    with other views. The view's own limits replace the middleware's default limits for it."""
+    with other views; ``limiter="api"`` uses a registry limiter (``RATEKEEPER["LIMITERS"]``, or
+    defined in code or a config file) instead of ``limit``. The view's own limits replace the
+    middleware's default limits for it."""
     check_rule_options(options)  # a bad rule fails at import time, not on the first request
     if isinstance(limit, str):
         to_limits(limit)
+    named = options.get("limiter") is not None and settings.configured
 
     def decorate(func: F) -> F:
         rules: dict[int, list[LimitRule]] = {}
@@ -264,6 +286,8 @@ def ratelimit(limit: LimitSpec, **options: Unpack[RuleOptions]) -> Callable[[F],
                 found = rules[id(engine)] = [engine.rule(limit, target=func, **options)]
             return found
 
+        if named:  # check the name now (settings are read by the time views are imported)
+            own(get_engine())
         if iscoroutinefunction(func):
 
             @functools.wraps(func)

@@ -8,8 +8,18 @@ adapter only converts: request to view, outcome to response.
 
 Stores and limiters come from the registry layer: the engine's store is
 ``registry.store(store)`` (a :class:`StorePair`, both faces of one store) and each distinct
-(algorithm, limits) gets the registry's cached limiter. An engine has its own private
-:class:`Registry` unless given one, so two apps never share state.
+(scope, algorithm, limits, shadow settings) gets the registry's cached limiter, named by the
+rule's scope (so metrics and observers' labels say which rule decided). An engine has its own
+private :class:`Registry` unless given one, so two apps never share inline budgets; that private
+registry reports to the default registry's observers (``rk.observe``), and names
+(``limiter="api"``) are looked up in the default registry. With ``registry=``, both are that
+registry's. An unknown name is a `ConfigError` when the rule is made (app setup, decoration),
+never at a request.
+
+Shadow mode: a rule whose limiter is in shadow mode (``shadow=True``, engine-wide or per rule, or
+a named limiter defined so) never denies, not even on a store outage with
+``on_store_error="deny"``, and sends no rate-limit headers: turning it on changes nothing a
+client sees. Its would-be denials are counted as ``shadow_denied`` by the limiter.
 
 Sync and async: the check and the denial are each written once, as a generator of steps
 (:meth:`Engine._flow`, :meth:`Engine._denial`) that yields whatever must be awaited (an async key,
@@ -34,10 +44,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar, Unpack
 
+import ratekeeper.registry as _registry
 from ratekeeper._drive import drive, drive_async
 from ratekeeper.algorithms import get_algorithm
+from ratekeeper.config import unknown_name
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, StoreUnavailable
+from ratekeeper.events import Observer
 from ratekeeper.integrations.keys import (
     CostSpec,
     IPNetwork,
@@ -80,11 +93,13 @@ class Engine:
     """Configuration and decisions shared by every framework adapter.
 
     ``limits``: app-wide default limit (string, `Limit`(s) or callable), applied to every
-    non-exempt request under scope ``"default"``; ``rules``: more `LimitRule`\\ s; ``key``: the
-    default key function (client address, honouring ``trusted_proxies``); ``cost``: default cost;
+    non-exempt request under scope ``"default"`` (a named ``limiter``: under its name);
+    ``rules``: more `LimitRule`\\ s; ``key``: the default key function (client address,
+    honouring ``trusted_proxies``); ``cost``: default cost;
     ``store``: URL or store object (one store, shared by every limiter the engine builds);
     ``algorithm``, ``clock``; ``on_store_error``: ``"allow"`` (default: a dead store must not take
-    the site down; logged), ``"deny"`` or ``"raise"``; ``exempt_paths`` (prefixes or compiled
+    the site down; logged; it also decides when a named limiter's store fails), ``"deny"`` or
+    ``"raise"``; ``exempt_paths`` (prefixes or compiled
     regexes) and ``exempt_methods`` (default OPTIONS, for CORS preflights); ``headers``: True,
     False, or the groups to send among ``"ratelimit"`` (IETF ``RateLimit``/``RateLimit-Policy``),
     ``"x-ratelimit"`` and ``"retry-after"``; ``on_denied``: ``(request, decision)`` returning the
@@ -92,13 +107,19 @@ class Engine:
     stores namespace their keys already) separates engines sharing one store; ``enabled=False``
     switches limiting off; ``bridge_timeout``: how long blocking code waits for an asyncio
     store (default 0.75 s) before ``on_store_error`` decides; ``registry``: the registry that
-    builds the store and caches the limiters (default: a private one of ``max_limiters``).
+    builds the store, caches the limiters and resolves names (default: a private one of
+    ``max_limiters`` for inline limits, following the default registry's observers, and the
+    default registry for names); ``limiter``: the name of a registry limiter for the app-wide
+    default instead of ``limits``; ``shadow=True``: no inline rule ever denies (each would-be
+    denial counted as ``shadow_denied``); ``observers``: more observers of every limiter the
+    engine uses (see `ratekeeper.events`); ``check_names=False`` records unknown names for
+    :meth:`check_names` instead of raising (Flask, before ``init_app`` reads its config).
 
     Store keys are ``[key_prefix:]scope:kind:value`` (:func:`storage_key`), unambiguous: a custom
     key function's value is of kind ``custom`` and cannot reach a built-in key's budget.
 
-    One limiter is built per distinct (algorithm, limits) and cached by the registry, so a dynamic
-    limit costs a dict lookup per request, not a limiter.
+    One limiter is built per distinct (scope, algorithm, limits) and cached by the registry, so a
+    dynamic limit costs a dict lookup per request, not a limiter.
     """
 
     def __init__(
@@ -123,6 +144,10 @@ class Engine:
         max_limiters: int = DEFAULT_MAX_LIMITERS,
         bridge_timeout: float = BRIDGE_TIMEOUT,
         registry: Registry | None = None,
+        limiter: str | None = None,
+        shadow: bool = False,
+        observers: Iterable[Observer] = (),
+        check_names: bool = True,
     ) -> None:
         if on_store_error not in ("allow", "deny", "raise"):
             raise ConfigError(
@@ -165,11 +190,28 @@ class Engine:
         weakref.finalize(self, self._loop.stop)
         self.enabled = enabled
         self.max_limiters = max_limiters
+        if not isinstance(shadow, bool):
+            raise ConfigError(f"shadow must be True or False, got {shadow!r}")
+        self.shadow = shadow
+        self.observers: tuple[Observer, ...] = tuple(observers)
+        for observer in self.observers:
+            if not callable(getattr(observer, "observe", None)):
+                raise ConfigError(f"an observer needs an observe(event) method, got {observer!r}")
+        self._observed: weakref.WeakSet[Any] = weakref.WeakSet()  # named limiters given them
+        if registry is None:
+            self.names = _registry.default_registry
+            self.registry = Registry(max_limiters=max_limiters, observed_by=self.names)
+        else:
+            self.names = self.registry = registry
+        self._unchecked: list[str] | None = None if check_names else []
         self.rules: list[LimitRule] = []
-        if limits is not None:
-            self.rules.append(self.rule(limits, scope="default"))
-        self.rules.extend(rules)
-        self.registry = registry if registry is not None else Registry(max_limiters=max_limiters)
+        if limits is not None or limiter is not None:
+            scope = "default" if limiter is None else None  # a named limiter: its name
+            self.rules.append(self.rule(limits, scope=scope, limiter=limiter))
+        for rule in rules:
+            if rule.limiter is not None:
+                self._check_name(rule.limiter)
+            self.rules.append(rule)
         self.store: StorePair = self.registry.store(store)
         # A URL gives both faces; a store object only its own (the other one is a ConfigError).
         self._blocking_face = _has_face(self.store, self.store.sync)
@@ -190,26 +232,57 @@ class Engine:
 
     def rule(
         self,
-        limit: LimitSpec,
+        limit: LimitSpec | None = None,
         *,
         target: object = None,
         paths: Iterable[str | re.Pattern[str]] | None = None,
         **options: Unpack[RuleOptions],
     ) -> LimitRule:
         """A rule using this engine's defaults for what is not given: its cost, and, without
-        ``scope``, the budget of ``target`` (the decorated view, see :func:`scope_of`)."""
+        ``scope``, the named limiter's name or the budget of ``target`` (the decorated view, see
+        :func:`scope_of`). A ``limiter`` name must be known to the engine's registry now."""
         check_rule_options(options)
-        scope = options.get("scope") or (scope_of(target) if target is not None else None)
+        name = options.get("limiter")
+        scope = options.get("scope") or name or (scope_of(target) if target is not None else None)
         cost = options.get("cost")
-        return LimitRule(
+        rule = LimitRule(
             limit,
-            scope=scope,  # type: ignore[arg-type]  # None: LimitRule raises ConfigError
+            scope=scope,
             key=options.get("key"),
             cost=self.default_cost if cost is None else cost,
             methods=options.get("methods"),
             paths=paths,
             algorithm=options.get("algorithm"),
+            limiter=name,
+            shadow=options.get("shadow"),
+            shadow_limits=options.get("shadow_limits"),
         )
+        if name is not None:
+            self._check_name(name)
+        return rule
+
+    def _check_name(self, name: str) -> None:
+        """A `ConfigError` unless ``name`` is a limiter of the registry (recorded instead while
+        names are checked later), or if the engine is in shadow mode and the limiter is not."""
+        known = self.names.list_limiters()
+        if name not in known:
+            if self._unchecked is not None:
+                self._unchecked.append(name)
+                return
+            raise ConfigError(unknown_name("limiter", name, known))
+        if self.shadow and not known[name].get("shadow"):
+            raise ConfigError(
+                f"the engine is in shadow mode but limiter {name!r} is not, and a named "
+                f"limiter's settings are its definition's: define {name!r} with shadow=True "
+                "(e.g. RATEKEEPER_LIMITERS__<NAME>__SHADOW=true), or drop the engine's shadow"
+            )
+
+    def check_names(self) -> None:
+        """Check the names recorded since the engine was built with ``check_names=False``
+        (`ConfigError` for an unknown one), and check every later name at once."""
+        names, self._unchecked = self._unchecked or [], None
+        for name in names:
+            self._check_name(name)
 
     def is_exempt(self, view: RequestView) -> bool:
         if not self.enabled or view.method.upper() in self.exempt_methods:
@@ -261,17 +334,46 @@ class Engine:
         return limits
 
     def limiter(
-        self, limits: tuple[Limit, ...], algorithm: str | None, asynchronous: bool
+        self, rule: LimitRule, limits: tuple[Limit, ...], asynchronous: bool
     ) -> RateLimiter | AsyncRateLimiter:
-        """The registry's limiter for these limits on the engine's store (built once)."""
+        """The registry's limiter for an inline ``rule`` with these limits on the engine's store
+        (built once), named by the rule's scope."""
+        options: dict[str, Any] = {}
+        if self.shadow if rule.shadow is None else rule.shadow:
+            options["shadow"] = True
+        if rule.shadow_limits is not None:
+            options["shadow_limits"] = rule.shadow_limits
+        if self.observers:
+            options["observers"] = self.observers
         return self.registry.limiter(
             self.store,
             limits,
             asynchronous=asynchronous,
-            algorithm=algorithm or self.algorithm,
+            algorithm=rule.algorithm or self.algorithm,
             clock=self.clock,
             on_store_error=self.on_store_error,
+            name=rule.scope,
+            **options,
         )
+
+    def named(self, name: str, asynchronous: bool) -> RateLimiter | AsyncRateLimiter:
+        """The registry limiter ``name``: the face the caller runs (``asynchronous``), or the
+        other one when its store has only that one. It reports to the engine's observers too."""
+        names = self.names
+        try:
+            found: RateLimiter | AsyncRateLimiter = (
+                names.get_async_limiter(name) if asynchronous else names.get_limiter(name)
+            )
+        except ConfigError as exc:
+            try:
+                found = names.get_limiter(name) if asynchronous else names.get_async_limiter(name)
+            except ConfigError:
+                raise exc from None
+        if self.observers and found not in self._observed:
+            for observer in self.observers:
+                found.add_observer(observer)
+            self._observed.add(found)
+        return found
 
     # -- the check and the denial, once each, and their two drivers --
 
@@ -305,7 +407,10 @@ class Engine:
         for rule in rules:
             if not rule.applies(view):
                 continue
-            limits = rule.static
+            limiter: RateLimiter | AsyncRateLimiter | None = None
+            if rule.limiter is not None:
+                limiter = self.named(rule.limiter, asynchronous)
+            limits = rule.static if limiter is None else limiter.limits
             if limits is None:
                 value = yield from self._call_on("limit", rule.limit, view)  # type: ignore[arg-type]
                 if value is _FAILED:
@@ -321,16 +426,20 @@ class Engine:
                     if cost is not _FAILED:
                         warn("cost", "ratekeeper: cost %r is not a number >= 0; using 1", cost)
                     cost = 1
-            limiter = self.limiter(limits, rule.algorithm, asynchronous)
-            result: Any = limiter.hit(key, float(cost))
-            if asynchronous:
-                try:
-                    decision: Decision = yield _StoreCall(result)
-                except StoreUnavailable as exc:  # no answer in time (the bridge's deadline)
-                    decision = self._outage(limits, exc)
-            else:
-                decision = result
+            if limiter is None:
+                limiter = self.limiter(rule, limits, asynchronous)
+            try:
+                if isinstance(limiter, AsyncRateLimiter):
+                    decision: Decision = yield _StoreCall(limiter.hit(key, float(cost)))
+                elif asynchronous:  # a named limiter whose store is synchronous only
+                    decision = yield _StoreCall(asyncio.to_thread(limiter.hit, key, float(cost)))
+                else:
+                    decision = limiter.hit(key, float(cost))
+            except StoreUnavailable as exc:  # no answer in time, or a named limiter's store
+                decision = self._outage(limits, exc)
             outcome.decisions[rule.scope] = decision
+            if limiter.shadow:  # never denies, and nothing of it shows in the headers
+                continue
             if not decision.allowed:  # a denial (or a store outage with on_store_error="deny")
                 outcome.allowed, outcome.decision, outcome.rule = False, decision, rule
                 return outcome

@@ -12,6 +12,9 @@
     @app.get("/items", dependencies=[Depends(RateLimit("100/minute"))])
     async def items(): ...
 
+    @app.get("/api", dependencies=[Depends(RateLimit(limiter="api"))])  # a registry limiter
+    async def api(): ...
+
 A route with its own limits (``@limiter.limit`` or a :class:`RateLimit` dependency) is limited by
 them instead of the default limits (as in flask-limiter).
 
@@ -100,24 +103,35 @@ async def _check(engine: Engine, rule: LimitRule, request: Request) -> dict[str,
 
 
 class RateLimit:
-    """A dependency: ``Depends(RateLimit("10/minute", key=..., cost=...))``.
+    """A dependency: ``Depends(RateLimit("10/minute", key=..., cost=...))``, or
+    ``Depends(RateLimit(limiter="api"))`` for the registry limiter named ``"api"`` (an unknown
+    name is a `ConfigError` here, at import time).
 
     Without ``scope``, each route it guards has its own budget (so one instance can guard a whole
-    router); give ``scope="name"`` to share one budget between routes. ``limiter=`` reuses a
-    `Limiter`'s engine (store, key, options); otherwise the keywords other than the
-    `RuleOptions` (``key``, ``cost``, ``scope``, ``methods``, ``algorithm``) configure a private
-    one.
+    router), but a named limiter is one budget; give ``scope="name"`` to share one budget between
+    routes. ``limiter=`` given a `Limiter` (or ``engine=`` an `Engine`) reuses its engine (store,
+    key, options); otherwise the keywords other than the `RuleOptions` (``key``, ``cost``,
+    ``scope``, ``methods``, ``algorithm``, ``shadow``, ``shadow_limits``) configure a private one.
     """
 
     def __init__(
-        self, limit: LimitSpec, *, limiter: "Limiter | None" = None, **options: Any
+        self,
+        limit: LimitSpec | None = None,
+        *,
+        limiter: "str | Limiter | None" = None,
+        engine: Engine | None = None,
+        **options: Any,
     ) -> None:
         picked = {name: options.pop(name) for name in RULE_OPTIONS & options.keys()}
         rule = cast(RuleOptions, picked)
-        if limiter is not None and options:
-            raise TypeError("pass either limiter= or engine options, not both")
-        self.engine = limiter.engine if limiter is not None else Engine(**options)
-        scope = rule.pop("scope", None)
+        if isinstance(limiter, str):
+            rule["limiter"] = limiter
+        elif limiter is not None:
+            engine = limiter.engine
+        if engine is not None and options:
+            raise TypeError("pass either a Limiter or engine= or engine options, not several")
+        self.engine = engine if engine is not None else Engine(**options)
+        scope = rule.pop("scope", None) or rule.get("limiter")
         self._make = functools.partial(self.engine.rule, limit, **rule)
         template = self._make(scope=scope or "route")  # a bad rate fails here, at import time
         self._fixed = template if scope else None
@@ -160,7 +174,8 @@ class Limiter:
     every request (through :class:`RateLimitMiddleware`), ``limiter.dependency(...)``.
 
     Every keyword is an :class:`Engine` option (``key``, ``cost``, ``store``, ``trusted_proxies``,
-    ``exempt_paths``, ``headers``, ``on_denied``, ``on_store_error``…).
+    ``exempt_paths``, ``headers``, ``on_denied``, ``on_store_error``, ``limiter`` (a registry
+    limiter's name for the default limits), ``shadow``, ``observers``, ``registry``…).
     """
 
     def __init__(self, default_limits: LimitSpec | None = None, **options: Any) -> None:
@@ -175,14 +190,18 @@ class Limiter:
             skip=functools.partial(_has_own_limits, app),
         )
 
-    def dependency(self, limit: LimitSpec, **options: Any) -> RateLimit:
-        """``Depends(limiter.dependency("10/minute"))``: a `RateLimit` on this limiter's engine."""
-        return RateLimit(limit, limiter=self, **options)
+    def dependency(self, limit: LimitSpec | None = None, **options: Any) -> RateLimit:
+        """``Depends(limiter.dependency("10/minute"))``: a `RateLimit` on this limiter's engine
+        (``limiter.dependency(limiter="api")`` for a registry limiter)."""
+        return RateLimit(limit, engine=self.engine, **options)
 
-    def limit(self, limit: LimitSpec, **options: Unpack[RuleOptions]) -> Callable[[F], F]:
+    def limit(
+        self, limit: LimitSpec | None = None, **options: Unpack[RuleOptions]
+    ) -> Callable[[F], F]:
         """Decorate a route (below ``@app.get``). The view needs no ``request`` parameter; sync
         views still run in the thread pool. ``options`` are the `RuleOptions` (``scope`` shares
-        a budget between routes)."""
+        a budget between routes; ``limiter="api"`` uses a registry limiter instead of
+        ``limit``)."""
 
         def decorate(func: F) -> F:
             rule = self.engine.rule(limit, target=func, **options)

@@ -15,6 +15,13 @@ As in flask-limiter, a route with its own limits is not also counted against the
 rate-limit headers; a denial is a JSON 429 (or ``on_denied``'s response). A `RateLimitExceeded`
 raised by a view (``some_limiter.enforce(key)``) becomes a 429 too. ``RATEKEEPER_ENABLED = False``
 in ``app.config`` switches limiting off.
+
+``app.config["RATEKEEPER"]``, shaped like a config file (``{"stores": {...}, "limiters":
+{...}}``), defines named stores and limiters in the engine's registry (the default one unless
+``registry=``; a name defined again is replaced) when ``init_app`` runs, for
+``@limiter.limit(limiter="api")`` and ``Limiter(limiter="api")``. Names are checked when a view
+is decorated, or, for names not known yet, by ``init_app``: an unknown one is a `ConfigError`
+there, never at a request.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any, TypeVar, Unpack
 
 from flask import Flask, Request, Response, current_app, g, request
 
+import ratekeeper.registry as _registry
 from ratekeeper.decision import Decision
 from ratekeeper.errors import RateLimitExceeded
 from ratekeeper.integrations.engine import Engine
@@ -54,27 +62,40 @@ def view_of(req: Request) -> RequestView:
 class Limiter:
     """The Flask extension. ``default_limits`` apply to every request that is not exempt; every
     other keyword is an :class:`Engine` option (``key``, ``cost``, ``store``, ``trusted_proxies``,
-    ``exempt_paths``, ``headers``, ``on_denied``, ``on_store_error`` (default ``"allow"``)…)."""
+    ``exempt_paths``, ``headers``, ``on_denied``, ``on_store_error`` (default ``"allow"``),
+    ``limiter`` (a registry limiter's name for the default limits), ``shadow``, ``observers``,
+    ``registry``…)."""
 
     def __init__(
         self, app: Flask | None = None, default_limits: LimitSpec | None = None, **options: Any
     ) -> None:
-        self.engine = Engine(default_limits, **options)
+        if app is not None:  # the app's names first: the engine checks its default limiter's
+            _configure(options.get("registry") or _registry.default_registry, app)
+        self.engine = Engine(default_limits, check_names=app is not None, **options)
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
+        """Read ``app.config["RATEKEEPER"]`` into the registry, check the limiter names used so
+        far (`ConfigError`), and hook the limiter into ``app``."""
+        _configure(self.engine.names, app)
+        self.engine.check_names()
         app.extensions["ratekeeper"] = self
         app.before_request(self._before_request)
         app.after_request(self._after_request)
         app.register_error_handler(RateLimitExceeded, self._on_exceeded)
 
     def limit(
-        self, limit: LimitSpec, *, override_defaults: bool = True, **options: Unpack[RuleOptions]
+        self,
+        limit: LimitSpec | None = None,
+        *,
+        override_defaults: bool = True,
+        **options: Unpack[RuleOptions],
     ) -> Callable[[F], F]:
         """Limit a view (above or below ``@app.route``; stack several for several limits).
         ``options`` are the `RuleOptions` (``key``, ``cost``, ``scope`` (a budget shared with
-        other views), ``methods``, ``algorithm``)."""
+        other views), ``methods``, ``algorithm``, ``limiter`` (a registry limiter instead of
+        ``limit``), ``shadow``, ``shadow_limits``)."""
 
         def decorate(func: F) -> F:
             rule = self.engine.rule(limit, target=func, **options)
@@ -126,6 +147,13 @@ class Limiter:
     def _on_exceeded(self, exc: RateLimitExceeded) -> Response | Any:
         g.pop("_ratekeeper_outcome", None)  # the view's own denial wins over the default's state
         return self._denial(request._get_current_object(), exc.decision)  # type: ignore[attr-defined]
+
+
+def _configure(registry: _registry.Registry, app: Flask) -> None:
+    """Define the names of ``app.config["RATEKEEPER"]`` in ``registry``."""
+    tables = app.config.get("RATEKEEPER")
+    if tables:
+        registry.configure(tables, source="app.config['RATEKEEPER']", replace=True)
 
 
 def _respond(denial: Denial) -> Response:

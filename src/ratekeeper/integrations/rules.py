@@ -14,6 +14,7 @@ from typing import Any, Literal, TypedDict
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError
 from ratekeeper.integrations.keys import CostSpec, KeySpec, LimitSpec, RequestView
+from ratekeeper.limiter import Limits
 from ratekeeper.limits import Limit, to_limits
 
 HeaderGroup = Literal["ratelimit", "x-ratelimit", "retry-after"]
@@ -34,13 +35,19 @@ class RuleOptions(TypedDict, total=False):
     """The keywords of every framework's limit decorator (``@limiter.limit(limit, **options)``,
     Django's ``@ratelimit``, FastAPI's ``RateLimit``), passed through to :meth:`Engine.rule`:
     ``key`` and ``cost`` (engine defaults when None), ``scope`` (the budget's name; default: the
-    decorated view's), ``methods`` (where the rule applies), ``algorithm`` (engine default)."""
+    named limiter's name, else the decorated view's), ``methods`` (where the rule applies),
+    ``algorithm`` (engine default), ``limiter`` (a registry limiter's name, instead of an inline
+    limit), ``shadow`` (evaluate and count, never deny; engine default) and ``shadow_limits``
+    (candidate limits evaluated beside the enforced ones, never denying)."""
 
     key: KeySpec | None
     cost: CostSpec | None
     scope: str | None
     methods: Iterable[str] | None
     algorithm: str | None
+    limiter: str | None
+    shadow: bool | None
+    shadow_limits: Limits | None
 
 
 RULE_OPTIONS = frozenset(RuleOptions.__annotations__)
@@ -87,30 +94,72 @@ def method_set(items: Iterable[str] | None) -> frozenset[str] | None:
 class LimitRule:
     """One limit applied to requests: ``limit`` (a rate string, `Limit`, sequence of limits, or a
     callable of the request returning one of those, or None for "no limit", e.g. by tenant
-    tier), ``key`` (key function, engine default when None), ``cost`` (number or callable),
-    ``scope`` (the budget's name: rules with the same scope share one budget per key),
-    ``methods``/``paths`` (restrict where it applies; paths are prefixes or compiled regexes),
-    ``algorithm`` (engine default when None).
+    tier) or ``limiter`` (the name of a registry limiter, whose limits, algorithm and store
+    apply), ``key`` (key function, engine default when None), ``cost`` (number or callable),
+    ``scope`` (the budget's name: rules with the same scope share one budget per key; default:
+    the limiter's name), ``methods``/``paths`` (restrict where it applies; paths are prefixes or
+    compiled regexes), ``algorithm`` (engine default when None), ``shadow`` (never deny; engine
+    default when None) and ``shadow_limits`` (candidate limits, counted, never denying). A named
+    limiter's algorithm and shadow settings are its definition's, so those options are errors
+    beside ``limiter``.
     """
 
-    __slots__ = ("algorithm", "cost", "key", "limit", "methods", "paths", "scope", "static")
+    __slots__ = (
+        "algorithm",
+        "cost",
+        "key",
+        "limit",
+        "limiter",
+        "methods",
+        "paths",
+        "scope",
+        "shadow",
+        "shadow_limits",
+        "static",
+    )
 
     def __init__(
         self,
-        limit: LimitSpec,
+        limit: LimitSpec | None = None,
         *,
-        scope: str,
+        scope: str | None = None,
         key: KeySpec | None = None,
         cost: CostSpec = 1,
         methods: Iterable[str] | None = None,
         paths: Iterable[str | re.Pattern[str]] | None = None,
         algorithm: str | None = None,
+        limiter: str | None = None,
+        shadow: bool | None = None,
+        shadow_limits: Limits | None = None,
     ) -> None:
         self.static: tuple[Limit, ...] | None = None
-        if isinstance(limit, str | Limit | list | tuple):
+        if limiter is not None:
+            if not isinstance(limiter, str) or not limiter:
+                raise ConfigError(f"limiter must be a limiter's name, got {limiter!r}")
+            given = {"limit": limit, "algorithm": algorithm, "shadow": shadow}
+            clashes = [name for name, value in given.items() if value is not None]
+            if shadow_limits is not None:
+                clashes.append("shadow_limits")
+            if clashes:
+                raise ConfigError(
+                    f"limiter {limiter!r} is a named limiter: its limits, algorithm and shadow "
+                    f"settings are its definition's; drop {', '.join(clashes)} (or configure "
+                    "them on the limiter)"
+                )
+            scope = scope or limiter
+        elif isinstance(limit, str | Limit | list | tuple):
             self.static = to_limits(limit)  # bad rates raise ConfigError now, not per request
+        elif limit is None:
+            raise ConfigError("a rule needs a limit or limiter='name'")
         elif not callable(limit):
             raise ConfigError(f"limit must be a rate string, Limit(s) or a callable, got {limit!r}")
+        if shadow is not None and not isinstance(shadow, bool):
+            raise ConfigError(f"shadow must be True or False, got {shadow!r}")
+        self.shadow = shadow
+        self.shadow_limits = (
+            None if shadow_limits is None else to_limits(shadow_limits)  # type: ignore[arg-type]
+        )
+        self.limiter = limiter
         if key is not None and not callable(key):
             raise ConfigError(f"key must be a callable, got {key!r}")
         if not callable(cost) and (
@@ -133,6 +182,8 @@ class LimitRule:
         return not self.paths or any(match(view.path) for match in self.paths)
 
     def __repr__(self) -> str:
+        if self.limiter is not None:
+            return f"LimitRule(limiter={self.limiter!r}, scope={self.scope!r})"
         limit = "; ".join(map(str, self.static)) if self.static else repr(self.limit)
         return f"LimitRule({limit!r}, scope={self.scope!r})"
 

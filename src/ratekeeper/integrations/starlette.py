@@ -105,7 +105,9 @@ class RateLimitMiddleware:
     async, returning one, e.g. by tenant tier); ``rules``: more `LimitRule`\\ s (per path, per
     method, shared budgets by ``scope``); every other keyword is an :class:`Engine` option
     (``key``, ``cost``, ``store``, ``trusted_proxies``, ``exempt_paths``, ``headers``,
-    ``on_denied``, ``on_store_error`` (default ``"allow"``)…). Or pass a ready ``engine``.
+    ``on_denied``, ``on_store_error`` (default ``"allow"``), ``limiter`` (a registry limiter's
+    name instead of ``limits``), ``shadow``, ``observers``, ``registry``…). Or pass a ready
+    ``engine``.
     ``skip(scope)``, when given, names the requests the engine's rules are not checked for
     (routes with their own limits); they still get the route-level headers.
     """
