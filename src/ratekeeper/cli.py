@@ -84,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.token_file, args.log_level)
     if args.command in ("inspect", "reset"):
-        return _key_command(args.command, args.name, args.key, args.config, args.cost)
+        return _key_command(
+            args.command, args.name, args.key, args.config, getattr(args, "cost", 1)
+        )
     if args.command == "simulate":
         return _simulate(args.file, args.limits, args.algorithm, args.key, args.chart)
     if args.command == "loadtest":
@@ -203,6 +205,7 @@ def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     """``serve``, ``inspect`` and ``reset``."""
     serve = sub.add_parser(
         "serve",
+        allow_abbrev=False,  # --token must not mean --token-file
         help="serve the admin API, the dashboard and the decision service (uvicorn)",
         description="Serve the admin API, the live dashboard (at /) and the decision service "
         "(POST /v1/check) for the limiters of a configuration file. The token comes from "
@@ -230,9 +233,8 @@ def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         parser.add_argument("name", help="the limiter's name")
         parser.add_argument("key", help="the key, e.g. user:42")
         parser.add_argument("--config", help="TOML/YAML file (default: the one zero config finds)")
-        parser.add_argument(
-            "--cost", type=float, default=1.0, help="inspect: the cost asked about (1)"
-        )
+        if command == "inspect":
+            parser.add_argument("--cost", type=float, default=1.0, help="the cost asked about (1)")
 
 
 def _fail(command: str, message: object) -> int:
