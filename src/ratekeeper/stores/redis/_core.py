@@ -16,7 +16,7 @@ import math
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal, Protocol, Self
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.exceptions as rex
@@ -25,7 +25,7 @@ from ratekeeper.decision import Decision, from_rows
 from ratekeeper.errors import ConfigError
 from ratekeeper.limits import Limit
 from ratekeeper.stores.base import LEASE_PART, Rule
-from ratekeeper.stores.redis._wire import Call, Script, bulk, evalsha_head, number
+from ratekeeper.stores.redis._wire import Call, Script, WireBase, bulk, evalsha_head, number
 
 __all__ = [
     "DEFAULTS",
@@ -237,18 +237,6 @@ def parse_decision(prepared: Prepared, reply: Sequence[Any]) -> Decision:
     return from_rows(prepared.limits, rows)
 
 
-class _WireType(Protocol):
-    def __call__(
-        self,
-        client: Any,
-        factory: Callable[[], Any] | None,
-        *,
-        timeout: float,
-        refused: Callable[[], None],
-        pipelining: bool,
-    ) -> Any: ...
-
-
 class RedisCore:
     """The I/O-free half of both Redis stores.
 
@@ -262,7 +250,7 @@ class RedisCore:
     """
 
     _aio: ClassVar[bool] = False
-    _wire_type: ClassVar[_WireType]  # the store's wire (its I/O): Wire or AsyncWire
+    _wire_type: ClassVar[type[WireBase]]  # the store's I/O: Wire or AsyncWire
 
     #: The algorithms this store can run (custom ones have no Lua port).
     algorithms: frozenset[str] = frozenset(LIMIT_SCRIPTS)

@@ -48,6 +48,7 @@ __all__ = [
     "Call",
     "Script",
     "Wire",
+    "WireBase",
     "bulk",
     "evalsha_head",
     "failure",
@@ -213,15 +214,33 @@ def _retries(conn: Any) -> int:
     return int(get() if get is not None else retry._retries)
 
 
-class _Wire:
-    """What both wires share: the budget's length and the reading of failures."""
+class WireBase:
+    """What both wires share: how they are built, and the reading of failures.
+
+    ``client``: a redis-py client, or None with ``factory``, which builds them (on first use,
+    and again after ``close()``). ``timeout``: the seconds of a whole call (for messages).
+    ``refused`` is called when a script refused to run because its caller had given up.
+    ``pipelining``: see :class:`AsyncWire` (no effect on the synchronous wire).
+    """
 
     def __init__(
-        self, factory: Callable[[], Any] | None, timeout: float, refused: Callable[[], None]
+        self,
+        client: Any,
+        factory: Callable[[], Any] | None,
+        *,
+        timeout: float,
+        refused: Callable[[], None],
+        pipelining: bool = True,
     ) -> None:
-        self.factory = factory  # builds the client (URL-built stores); None: client was given
-        self.timeout = timeout  # seconds of a whole call, for messages
+        self.factory = factory
+        self.timeout = timeout
         self._refused = refused
+        self._pipelining = pipelining
+        self.client = client
+        self._start()
+
+    def _start(self) -> None:
+        """Set up what the wire keeps (after the common attributes)."""
 
     def _failure(self, exc: BaseException) -> BaseException:
         """:func:`failure`, telling the owner when a script refused to run (``refused``)."""
@@ -241,29 +260,16 @@ def _forget_own(ref: weakref.ref[Wire]) -> None:
         wire._workers = None
 
 
-class Wire(_Wire):
+class Wire(WireBase):
     """The synchronous wire over a ``redis.Redis`` (plain or Sentinel) or ``RedisCluster``
-    client, or a factory of them (called on first use and again after :meth:`close`).
+    client, or a factory of them."""
 
-    ``refused`` is called when a script refused to run because its caller had given up.
-    ``pipelining`` does nothing here (the asyncio wire's option).
-    """
-
-    def __init__(
-        self,
-        client: Any,
-        factory: Callable[[], Any] | None,
-        *,
-        timeout: float,
-        refused: Callable[[], None],
-        pipelining: bool = True,
-    ) -> None:
-        super().__init__(factory, timeout, refused)
+    def _start(self) -> None:
         self._connect_lock = threading.Lock()
         self._own: Any = None  # the connection kept checked out, and who holds it
         self._own_lock = threading.Lock()
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
-        self._bind(client)
+        self._bind(self.client)
         os.register_at_fork(after_in_child=functools.partial(_forget_own, weakref.ref(self)))
 
     def _bind(self, client: Any) -> None:
@@ -482,7 +488,7 @@ async def _until_shutdown(ref: weakref.ref[AsyncWire], loop: Any) -> AsyncIterat
             await wire._leave(loop)
 
 
-class AsyncWire(_Wire):
+class AsyncWire(WireBase):
     """The asyncio wire over a ``redis.asyncio`` client or a factory of them.
 
     A factory's client belongs to the event loop that built it: the wire builds one per loop
@@ -495,18 +501,7 @@ class AsyncWire(_Wire):
     own deadline; a pipeline that times out fails the calls queued behind it at once.
     """
 
-    def __init__(
-        self,
-        client: Any,
-        factory: Callable[[], Any] | None,
-        *,
-        timeout: float,
-        refused: Callable[[], None],
-        pipelining: bool = True,
-    ) -> None:
-        super().__init__(factory, timeout, refused)
-        self.client = client
-        self._pipelining = pipelining
+    def _start(self) -> None:
         self._loops: weakref.WeakKeyDictionary[Any, _Loop] = weakref.WeakKeyDictionary()
 
     async def call(self, give_up: float, call: Call) -> Any:
