@@ -31,6 +31,7 @@ class LimiterMetrics:
     store_errors: int = 0
 
     def as_dict(self) -> dict[str, float | int | str]:
+        """Every counter by name, as a plain dict (for JSON, logs and the admin app)."""
         return {name: getattr(self, name) for name in self.__slots__}
 
     @classmethod

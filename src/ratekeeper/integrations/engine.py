@@ -285,6 +285,8 @@ class Engine:
             self._check_name(name)
 
     def is_exempt(self, view: RequestView) -> bool:
+        """True when the request is never limited: limiting is off, or its method or path is
+        exempt (``exempt_methods``, ``exempt_paths``)."""
         if not self.enabled or view.method.upper() in self.exempt_methods:
             return True
         return any(match(view.path) for match in self.exempt_paths)

@@ -117,6 +117,7 @@ class RequestView:
     get_user: Callable[[], Any] | None = None
 
     def header(self, name: str) -> str | None:
+        """The value of request header ``name`` (any case), or None when it is absent."""
         return self.get_header(name)
 
 

@@ -177,6 +177,7 @@ class LimitRule:
         self.algorithm = algorithm
 
     def applies(self, view: RequestView) -> bool:
+        """True when the request matches the rule's methods and paths (none given: all)."""
         if self.methods is not None and view.method.upper() not in self.methods:
             return False
         return not self.paths or any(match(view.path) for match in self.paths)

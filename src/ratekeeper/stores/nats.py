@@ -208,6 +208,8 @@ class AsyncNatsStore:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncNatsStore:
+        """A store for ``nats://[user:password@]host:port[,host2:port]?bucket=…&ttl=…``; keyword
+        ``options`` win over the URL's query, and unknown ones go to ``nats.connect``."""
         servers, options = _split_url(url, options)
         return cls(servers, **options)
 

@@ -33,6 +33,7 @@ class FakeClock:
         return self.elapsed
 
     def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds`` (negative raises `ValueError`)."""
         if seconds < 0:
             raise ValueError(f"a FakeClock cannot go backwards (advance({seconds!r}))")
         self.now += seconds
@@ -43,9 +44,11 @@ class FakeClock:
         self.now = float(when)
 
     def sleep(self, seconds: float) -> None:
+        """Stand-in for `time.sleep`: advance by ``seconds`` at once (what `acquire` calls)."""
         self.advance(max(seconds, 0.0))
 
     async def async_sleep(self, seconds: float) -> None:
+        """Stand-in for `asyncio.sleep`: advance by ``seconds``, then yield to the loop once."""
         self.advance(max(seconds, 0.0))
         await asyncio.sleep(0)
 

@@ -112,6 +112,7 @@ class StoreConformance:
 
     @pytest.fixture
     def store(self) -> Iterator[Store]:
+        """The fixture of the checks: a store from `make_store`, closed after the test."""
         made = self.make_store()
         yield made
         made.close()

@@ -61,6 +61,9 @@ class PostgresStore(PostgresCore):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        """A store for a ``postgresql://`` (or ``postgres://``) URL with any libpq parameter and
+        ratekeeper's own ``schema``, ``table_prefix`` and ``time_source``; keyword ``options``
+        win over the URL's."""
         conninfo, options = split_url(url, options)
         return cls(conninfo, **options)
 
