@@ -29,6 +29,7 @@ _SCHEMES: dict[str, tuple[str, str, str, str]] = {
     "postgresql": ("ratekeeper.stores.postgres", "PostgresStore", "AsyncPostgresStore", "postgres"),
     "postgres": ("ratekeeper.stores.postgres", "PostgresStore", "AsyncPostgresStore", "postgres"),
     "nats": ("ratekeeper.stores.nats", "NatsStore", "AsyncNatsStore", "nats"),
+    "dynamodb": ("ratekeeper.stores.dynamodb", "DynamoDBStore", "AsyncDynamoDBStore", "dynamodb"),
 }
 
 
