@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import random
@@ -87,25 +88,40 @@ def _body() -> dict[str, object]:
 
 
 async def _load(base: str, token: str, tasks: int, seconds: float, batch: int) -> list[float]:
-    """Latencies (s) of every request made by ``tasks`` clients during ``seconds``."""
-    headers = {"Authorization": f"Bearer {token}"}
-    latencies: list[float] = []
+    """Latencies (s) of every request made by ``tasks`` clients during ``seconds``.
+
+    Each client is one keep-alive HTTP/1.1 connection written and read with asyncio streams
+    (a full HTTP client library would cost more CPU than the server it measures)."""
+    host, port = base.removeprefix("http://").split(":")
     path = "/v1/check/batch" if batch else "/v1/check"
-    limits = httpx.Limits(max_connections=tasks, max_keepalive_connections=tasks)
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=10) as c:
-        await c.post(path, json={"checks": [_body()]} if batch else _body())  # warm up
-        end = time.perf_counter() + seconds
+    latencies: list[float] = []
 
-        async def client() -> None:
+    def request() -> bytes:
+        body = json.dumps({"checks": [_body() for _ in range(batch)]} if batch else _body())
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+
+    async def client(end: float) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while time.perf_counter() < end:
-                body = {"checks": [_body() for _ in range(batch)]} if batch else _body()
+                data = request()
                 start = time.perf_counter()
-                response = await c.post(path, json=body)
+                writer.write(data)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
                 latencies.append(time.perf_counter() - start)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{response.status_code}: {response.text}")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(head.decode())
+        finally:
+            writer.close()
 
-        await asyncio.gather(*(client() for _ in range(tasks)))
+    await client(time.perf_counter())  # connect once: the server is up
+    end = time.perf_counter() + seconds
+    await asyncio.gather(*(client(end) for _ in range(tasks)))
     return latencies
 
 
