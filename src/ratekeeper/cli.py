@@ -1,8 +1,9 @@
 """The ``ratekeeper`` command: ``demo`` (each algorithm admitting and denying a burst),
-``migrate URL`` (a PostgreSQL store's schema), ``check-config [PATH]`` (check a configuration file
-and print what it defines), ``limiters`` (the limiters of the file zero configuration finds),
-``simulate --limits L FILE`` (replay traffic through each algorithm), ``loadtest URL``, and
-``serve`` (the admin app and the decision service), ``inspect NAME KEY``, ``reset NAME KEY``."""
+``migrate URL`` (a PostgreSQL store's schema, a DynamoDB store's table), ``check-config [PATH]``
+(check a configuration file and print what it defines), ``limiters`` (the limiters of the file
+zero configuration finds), ``simulate --limits L FILE`` (replay traffic through each algorithm),
+``loadtest URL``, and ``serve`` (the admin app and the decision service), ``inspect NAME KEY``,
+``reset NAME KEY``."""
 
 from __future__ import annotations
 
@@ -54,8 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ratekeeper", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="show every algorithm admitting and denying a burst")
-    migrate = sub.add_parser("migrate", help="create or upgrade a PostgreSQL store's schema")
-    migrate.add_argument("url", help="postgresql://user:password@host/db")
+    migrate = sub.add_parser(
+        "migrate", help="create or upgrade a PostgreSQL store's schema or a DynamoDB store's table"
+    )
+    migrate.add_argument(
+        "url", help="postgresql://user:password@host/db or dynamodb://REGION/TABLE"
+    )
     migrate.add_argument("--schema", default="public")
     migrate.add_argument("--table-prefix", default="ratekeeper_")
     check = sub.add_parser(
@@ -91,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _simulate(args.file, args.limits, args.algorithm, args.key, args.chart)
     if args.command == "loadtest":
         return _loadtest(args.url, args.requests, args.concurrency, args.method, args.timeout)
+    if args.command == "migrate" and args.url.lower().startswith("dynamodb://"):
+        return _migrate_dynamodb(args.url)
     if args.command == "migrate":
         return _migrate(args.url, args.schema, args.table_prefix)
     if args.command in ("check-config", "limiters"):
@@ -154,6 +161,25 @@ def _migrate(url: str, schema: str, table_prefix: str) -> int:
         print(f"ratekeeper migrate: {exc}", file=sys.stderr)
         return 1
     print("schema applied" if changed else "schema already current")
+    return 0
+
+
+def _migrate_dynamodb(url: str) -> int:
+    """``ratekeeper migrate dynamodb://REGION/TABLE``: create the table (on-demand) and turn its
+    TTL on, each only when missing; running it again changes nothing."""
+    from ratekeeper.errors import ConfigError, StoreUnavailable
+    from ratekeeper.stores.dynamodb import MIGRATE_TIMEOUT, DynamoDBStore
+
+    try:
+        store = DynamoDBStore.from_url(url, timeout=MIGRATE_TIMEOUT)
+        try:
+            done = store.create_table()
+        finally:
+            store.close()
+    except (ConfigError, StoreUnavailable) as exc:
+        print(f"ratekeeper migrate: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(done) if done else f"table {store.table} already current")
     return 0
 
 

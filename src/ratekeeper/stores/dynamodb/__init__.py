@@ -81,11 +81,12 @@ from ratekeeper.stores.dynamodb._core import (
     split_url,
 )
 
-__all__ = ["AsyncDynamoDBStore", "DynamoDBStore", "KEY", "item_key"]
+__all__ = ["MIGRATE_TIMEOUT", "AsyncDynamoDBStore", "DynamoDBStore", "KEY", "item_key"]
 
 T = TypeVar("T")
 
 MIGRATE_SECONDS = 120.0  # a table's creation (CREATING -> ACTIVE) may take this long
+MIGRATE_TIMEOUT = 10.0  # seconds per request of a migration (not a decision: no hurry)
 _clock = time.monotonic  # deadlines: monotonic seconds
 _sessions = threading.Lock()  # botocore sessions are not thread-safe to make clients
 _shared: dict[str, Any] = {}  # one session per library, so service models load once

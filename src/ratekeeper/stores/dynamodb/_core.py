@@ -343,8 +343,9 @@ class Core:
         fresh = item is None
         if fresh:
             item = (yield get(self.table, pk)).get("Item")
+        conflicts = 0
         try:
-            for attempt in range(self.max_retries):
+            while True:
                 entry = Entry(item)
                 write, answer = change(entry)
                 if not write:
@@ -355,9 +356,16 @@ class Core:
                 call, written = entry.write(self.table, pk)
                 reply = yield call
                 if isinstance(reply, Conflict):
-                    if fresh:
-                        yield Pause(random.uniform(0, min(BACKOFF_BASE * 2**attempt, BACKOFF_CAP)))
                     cache.pop(pk, None)
+                    conflicts += 1
+                    if conflicts >= self.max_retries:
+                        raise StoreUnavailable(
+                            f"dynamodb: no consistent update of {key!r} after {conflicts} "
+                            "conditional writes (contention)"
+                        )
+                    if fresh:
+                        backoff = min(BACKOFF_BASE * 2**conflicts, BACKOFF_CAP)
+                        yield Pause(random.uniform(0, backoff))
                     item, fresh = reply.item, True
                     continue
                 if written is None:
@@ -370,10 +378,6 @@ class Core:
         except BaseException:
             cache.pop(pk, None)  # a write may or may not have happened
             raise
-        raise StoreUnavailable(
-            f"dynamodb: no consistent update of {key!r} after {self.max_retries} attempts "
-            "(contention)"
-        )
 
     def change_decide(self, rule: Rule, cost: float, now: float, write: bool) -> Change:
         algorithm, limits, parts = rule.algorithm, rule.limits, rule.parts
