@@ -8,7 +8,6 @@ import asyncio
 import multiprocessing
 import os
 import queue
-import random
 import socket
 import subprocess
 import threading
@@ -110,41 +109,6 @@ def test_db_key() -> None:
     assert db_key("a\x00b").startswith("sha256:")
     # a plain key that looks like a hashed one is hashed too: the two never collide
     assert db_key(long) != long
-
-
-# --------------------------------------------------------------------------- SQL == Python
-
-
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_sql_matches_python_on_random_inputs(url: str, options: dict[str, Any], algorithm):
-    """Odd periods (floor division by 0.3, 7.5...), fractional costs, clock steps back."""
-    rng = random.Random(algorithm)
-    store = PostgresStore.from_url(url, time_source="client", **options)
-    limits = (
-        Limit(rng.randint(1, 9), per=rng.choice([0.3, 1, 7.5, 60])),
-        Limit(rng.randint(5, 40), per=rng.choice([0.7, 3, 3600]), burst=rng.randint(5, 50)),
-    )
-    for rule in (Rule(algorithm, limits[:1]), Rule(algorithm, limits)):
-        key = uuid.uuid4().hex
-        now = 1_700_000_000.0 + rng.random()
-        states: list[Any] = [None] * len(rule.limits)
-        for i in range(120):
-            now += rng.choice([0.0, 0.0, 0.01, 0.1, 0.29999, 0.3, 1.0, 2.5, 8.0, -0.05])
-            cost = rng.choice([0, 0.5, 0.1, 0.7, 1, 1, 1, 2, 3, 11])
-            news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
-            got = store.hit(key, rule, cost, now)
-            where = f"step {i} now {now!r} cost {cost}: {got!r} != {want!r}"
-            assert (got.allowed, got.remaining, got.limit, got.policy) == (
-                want.allowed,
-                want.remaining,
-                want.limit,
-                want.policy,
-            ), where
-            for field in ("reset_after", "retry_after", "delay"):
-                assert getattr(got, field) == pytest.approx(getattr(want, field), abs=1e-9), where
-            if news is not None:
-                states = news
-    store.close()
 
 
 @pytest.mark.parametrize("algorithm", ["gcra", "leaky_bucket"])

@@ -24,8 +24,6 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from ratekeeper import (
     AsyncRateLimiter,
@@ -43,6 +41,7 @@ from ratekeeper.stores.redis._core import LIMIT_SCRIPTS
 from ratekeeper.testing import FakeClock
 
 from .backends.redis import PATIENT, env_url
+from .test_ports import assert_exactly, replay
 
 pytestmark = pytest.mark.redis
 ORIGINAL_DEFAULTS = dict(_core.DEFAULTS)
@@ -351,69 +350,6 @@ def test_scripts_reload_on_every_cluster_node() -> None:
         client.execute_command("SCRIPT", "FLUSH", target_nodes=node)
     assert all(limiter.hit(k).remaining == 1 for k in keys)
     store.close()
-
-
-# --------------------------------------------------------------------------- Lua == Python
-
-
-def random_trace(rng: random.Random) -> list[tuple[str, float, float]]:
-    steps = []
-    for _ in range(80):
-        op = rng.choice(["hit", "hit", "hit", "peek", "back"])
-        advance = rng.choice([0.0, 0.0, 1e-7, 0.001, 0.1, 0.3, 0.7, 1.0, 2.5, 7.0])
-        cost = rng.choice([0, 1, 1, 1, 2, 3, 0.25, 1.5, 4, 50])
-        steps.append((op, advance, cost))
-    return steps
-
-
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_lua_equals_python_exactly(url: str, algorithm: str) -> None:
-    """Random limits, costs and clocks (stepping back too) through the Lua scripts and through
-    the pure Python algorithms: every field bit for bit equal."""
-    store = RedisStore.from_url(url, prefix=prefix(), time_source="client")
-    rng = random.Random(algorithm)
-    for case in range(8):
-        limits = tuple(
-            Limit(rng.choice([1, 3, 5, 10, 7]), per=rng.choice([1, 2.5, 10, 0.3, 60]))
-            for _ in range(rng.choice([1, 1, 2, 3]))
-        )
-        if rng.random() < 0.3:
-            first = limits[0]
-            limits = (Limit(first.amount, per=first.per, burst=first.amount * 2), *limits[1:])
-        now = rng.choice([0.0, 1_000_000.0, 1.7e9 + rng.random()])
-        replay(store, Rule(algorithm, limits), random_trace(rng), now, f"case {case}: ")
-    store.close()
-
-
-def replay(
-    store: RedisStore,
-    rule: Rule,
-    steps: list[tuple[str, float, float]],
-    now: float,
-    where: str = "",
-) -> None:
-    """Run ``steps`` (op "hit", "peek" or "back" = clock steps back; advance; cost) on a fresh key
-    through the Lua scripts and through the pure Python algorithms; every field must agree."""
-    states: list[Any] = [None] * len(rule.limits)
-    key = uuid.uuid4().hex
-    for i, (op, advance, cost) in enumerate(steps):
-        now = now - advance if op == "back" else now + advance
-        write = op != "peek"
-        got = (store.hit if write else store.peek)(key, rule, cost, now)
-        news, want = evaluate(rule.algorithm, rule.limits, states, now, cost)
-        if write and news is not None:
-            states = news
-        assert_exactly(got, want, f"{where}step {i} {op} {advance} cost {cost} at {now!r} {rule}")
-
-
-def assert_exactly(got: Decision, want: Decision, where: str) -> None:
-    for d_got, d_want in zip(got.per_limit, want.per_limit, strict=True):
-        for name in ("allowed", "limit", "remaining", "policy", "fallback"):
-            assert getattr(d_got, name) == getattr(d_want, name), f"{where}: {name}"
-        for name in ("reset_after", "retry_after", "delay"):
-            a, b = getattr(d_got, name), getattr(d_want, name)
-            assert a == b or (math.isinf(a) and math.isinf(b)), f"{where}: {name} {a!r} {b!r}"
-    assert got == want, where
 
 
 @pytest.mark.parametrize("algorithm", ["gcra", "leaky_bucket"])
@@ -772,99 +708,6 @@ async def test_async_cancelled_tasks_leave_the_store_working(url: str) -> None:
     results = await asyncio.gather(*(limiter.hit("k") for _ in range(10)))
     assert all(d.allowed and not d.fallback for d in results)
     await store.close()
-
-
-# --------------------------------------------------------------------------- a shared table
-
-# Named edge cases, each a limit set and steps of (op, seconds to move the clock, cost). "back"
-# moves the clock backwards. Every step runs through Lua and through the Python algorithm.
-EDGE_CASES: dict[str, tuple[tuple[Limit, ...], list[tuple[str, float, float]]]] = {
-    "cost above capacity": ((Limit(3, per=60),), [("hit", 0, 4), ("hit", 0, 3), ("hit", 0, 4)]),
-    "cost zero on empty and full": (
-        (Limit(2, per=1),),
-        [("hit", 0, 0), ("hit", 0, 2), ("hit", 0, 0), ("peek", 0, 0), ("hit", 0, 1)],
-    ),
-    "fractional costs": (
-        (Limit(1, per=1),),
-        [("hit", 0, 0.1)] * 9 + [("hit", 0, 0.1), ("hit", 0, 0.1), ("hit", 0.05, 0.1)],
-    ),
-    "retry exactly after retry_after": (
-        (Limit(5, per=2),),
-        [("hit", 0, 1)] * 6 + [("hit", 0.4, 1), ("hit", 0.4 - 1e-7, 1), ("hit", 1e-7, 1)],
-    ),
-    "window edges": (
-        (Limit(4, per=10),),
-        [("hit", 9.999999, 2), ("hit", 1e-6, 2), ("hit", 0, 3), ("hit", 10, 4), ("hit", 10, 1)],
-    ),
-    "burst above amount": (
-        (Limit(2, per=1, burst=5),),
-        [("hit", 0, 1)] * 6 + [("hit", 0.5, 1), ("hit", 100, 5), ("hit", 0, 1)],
-    ),
-    "clock steps back": (
-        (Limit(3, per=5),),
-        [("hit", 0, 1), ("hit", 6, 1), ("back", 7, 1), ("hit", 0, 1), ("hit", 0, 1), ("hit", 9, 1)],
-    ),
-    "multi-limit denial describes the others without the cost": (
-        (Limit(3, per=1), Limit(4, per=60), Limit(100, per=3600)),
-        [("hit", 0, 1)] * 4 + [("hit", 1, 1), ("hit", 1, 1), ("peek", 0, 2), ("hit", 0, 50)],
-    ),
-    "huge timestamps": ((Limit(7, per=0.3),), [("hit", 1e-7, 1)] * 9 + [("hit", 0.04, 1)] * 5),
-    "fast rate drained at a frozen clock, at epoch": (
-        (Limit(1_000_000, per=1),),
-        [("hit", 0, 1_000_000), ("hit", 0, 1), ("peek", 0, 0), ("hit", 2.4e-7, 1)]
-        + [("hit", 0, 1)] * 3
-        + [("hit", 1e-6, 1), ("hit", 0, 1), ("hit", 3e-6, 2), ("peek", 0, 1)],
-    ),
-    "a billion per second, at epoch (the clock slack is capped)": (
-        (Limit(10**9, per=1, burst=1000),),
-        [("hit", 0, 1000), ("hit", 0, 1), ("hit", 2.4e-7, 100), ("hit", 0, 300), ("hit", 0, 1)],
-    ),
-}
-
-
-@pytest.mark.parametrize("case", EDGE_CASES)
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_shared_table_lua_equals_python(url: str, algorithm: str, case: str) -> None:
-    limits, steps = EDGE_CASES[case]
-    store = RedisStore.from_url(url, prefix=prefix(), time_source="client")
-    now = 1.7e9 + 0.123456 if case == "huge timestamps" or "epoch" in case else 1_000_000.0
-    replay(store, Rule(algorithm, limits), steps, now, f"{case}: ")
-    store.close()
-
-
-_limits = st.lists(
-    st.builds(
-        Limit,
-        st.integers(1, 20),
-        per=st.sampled_from([0.1, 0.5, 1.0, 2.5, 60.0]),
-        burst=st.none() | st.integers(1, 30),
-    ),
-    min_size=1,
-    max_size=3,
-)
-_steps = st.lists(
-    st.tuples(
-        st.sampled_from(["hit", "hit", "peek", "back"]),
-        st.sampled_from([0.0, 1e-7, 1e-3, 0.05, 0.3, 1.0, 3.0]),
-        st.sampled_from([0, 1, 1, 2, 0.5, 3, 25]),
-    ),
-    min_size=1,
-    max_size=40,
-)
-
-
-@settings(max_examples=60, deadline=None)
-@given(algorithm=st.sampled_from(sorted(ALGORITHMS)), limits=_limits, steps=_steps)
-def test_property_lua_equals_python(
-    algorithm: str, limits: list[Limit], steps: list[tuple[str, float, float]]
-) -> None:
-    store = RedisStore.from_url(
-        env_url("RATEKEEPER_REDIS_URL"), prefix=prefix(), time_source="client"
-    )
-    try:
-        replay(store, Rule(algorithm, tuple(limits)), steps, 1_700_000_000.5)
-    finally:
-        store.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
