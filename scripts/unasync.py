@@ -26,6 +26,11 @@ PAIRS = [
         "src/ratekeeper/stores/postgres/_async_store.py",
         "src/ratekeeper/stores/postgres/_sync_store.py",
     ),
+    (
+        "src/ratekeeper/policies/_async_reservation.py",
+        "src/ratekeeper/policies/_sync_reservation.py",
+    ),
+    ("src/ratekeeper/policies/_async_chain.py", "src/ratekeeper/policies/_sync_chain.py"),
 ]
 NAMES = {
     "AsyncRateLimiter": "RateLimiter",
@@ -34,6 +39,10 @@ NAMES = {
     "AsyncConnection": "Connection",
     "_async_connection_class": "_connection_class",
     "AsyncPermit": "Permit",
+    "AsyncReservation": "Reservation",
+    "AsyncChain": "Chain",
+    "AsyncCheckStore": "CheckStore",
+    "_async_reservation": "_sync_reservation",
     "AsyncMemoryStore": "MemoryStore",
     "AsyncStore": "Store",
     "AsyncRedisStore": "RedisStore",

@@ -10,6 +10,10 @@ from ratekeeper.errors import ConfigError, RateLimitExceeded, RateLimitTimeout, 
 from ratekeeper.limiter import AsyncRateLimiter, RateLimiter
 from ratekeeper.limits import Limit, parse_limits
 from ratekeeper.metrics import LimiterMetrics
+from ratekeeper.policies._async_chain import AsyncChain
+from ratekeeper.policies._async_reservation import AsyncReservation
+from ratekeeper.policies._sync_chain import Chain
+from ratekeeper.policies._sync_reservation import Reservation
 from ratekeeper.registry import (
     Registry,
     acquire,
@@ -28,7 +32,10 @@ from ratekeeper.registry import (
 )
 
 __all__ = [
+    "AsyncChain",
     "AsyncRateLimiter",
+    "AsyncReservation",
+    "Chain",
     "ConfigError",
     "Decision",
     "Limit",
@@ -37,6 +44,7 @@ __all__ = [
     "RateLimitTimeout",
     "RateLimiter",
     "Registry",
+    "Reservation",
     "StoreUnavailable",
     "acquire",
     "clone_limiter",

@@ -24,9 +24,12 @@ from ratekeeper._limiter_base import (
     PermitBase,
 )
 from ratekeeper.algorithms import INF
+from ratekeeper.algorithms.checks import Check
 from ratekeeper.clock import async_sleeper
 from ratekeeper.decision import Decision
 from ratekeeper.errors import RateLimitExceeded, StoreUnavailable
+from ratekeeper.policies._async_reservation import AsyncReservation
+from ratekeeper.policies.reservation import Ledger
 from ratekeeper.stores import AsyncStore, async_store_from_url
 from ratekeeper.stores.memory import AsyncMemoryStore, MemoryStore
 
@@ -34,6 +37,7 @@ __all__ = ["AsyncPermit", "AsyncRateLimiter"]
 
 # What `acquire` returns: awaitable and an async context manager; the sync one waits at once.
 Acquiring: TypeAlias = "AsyncAcquire[AsyncPermit]"  # sync: Acquiring: TypeAlias = "Permit"
+Reserving: TypeAlias = "AsyncAcquire[AsyncReservation]"  # sync: Reserving: TypeAlias = Reservation
 
 
 class AsyncRateLimiter(LimiterCore):
@@ -52,11 +56,16 @@ class AsyncRateLimiter(LimiterCore):
         self.store = self._opened(store, AsyncStore, AsyncMemoryStore, async_store_from_url)
         self._sleep = async_sleeper(self.clock)
 
-    async def hit(self, key: str, cost: float = 1) -> Decision:
-        """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial."""
+    async def hit(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
+        """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial.
+
+        ``priority``: a class of ``priorities=``, which may use only its share of the budget.
+        """
         if type(key) is not str or type(cost) not in FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
-        if not self._plain:
+        if not self._plain or priority is not None:
+            if priority is not None or self._classed:
+                return await self._by_class(key, cost, priority, counted=True)
             return await self._watched(self.store.hit, key, cost, counted=True)
         try:
             decision = await self.store.hit(key, self.rule, cost, self.clock())
@@ -65,10 +74,52 @@ class AsyncRateLimiter(LimiterCore):
         next(self._n_allowed if decision.allowed else self._n_denied)
         return decision
 
-    async def peek(self, key: str, cost: float = 1) -> Decision:
+    async def peek(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         """What :meth:`hit` would answer now, consuming nothing."""
         key, cost = self._checked(key, cost)
+        if priority is not None or self._classed:
+            return await self._by_class(key, cost, priority, counted=False)
         return await self._watched(self.store.peek, key, cost, counted=False)
+
+    async def _by_class(
+        self, key: str, cost: float, priority: str | None, *, counted: bool
+    ) -> Decision:
+        """``hit`` (``counted``) or ``peek`` within a priority class's share."""
+        check = self._check(key, cost, priority)
+        store = self._checks_store()
+        decision = error = None
+        started = perf_counter()
+        try:
+            decision = (await store.apply_checks([check], self.clock(), counted)).decisions[0]
+        except StoreUnavailable as exc:
+            error = exc
+        if not counted:
+            return self._peeked(decision, error)
+        return self._settle(key, decision, error, None, perf_counter() - started)
+
+    def reserve(self, key: str, cost: float = 1, priority: str | None = None) -> Reserving:
+        """Charge an estimate now, settle with the actual cost later (a `Reservation`: ``bool``,
+        ``decision``, ``commit(actual)``, ``cancel()``, ``charge(more)``; a context manager).
+        Denied like :meth:`hit`, charging nothing then."""
+        key, cost = self._checked(key, cost)
+        check = self._check(key, cost, priority)
+        reserving = self._reserve(check)
+        return AsyncAcquire(reserving)  # sync: return reserving
+
+    async def _reserve(self, check: Check) -> AsyncReservation:
+        store = self._checks_store()
+        decision = error = None
+        now = self.clock()
+        started = perf_counter()
+        try:
+            applied = await store.apply_checks([check], now)
+        except StoreUnavailable as exc:
+            error = exc
+        else:
+            decision, now = applied.decisions[0], applied.now
+        decision = self._settle(check.key, decision, error, None, perf_counter() - started)
+        ledger = Ledger([(check.key, self.rule)], [check.cost], decision, now)
+        return AsyncReservation(ledger, store, self.clock, self._settle_failed)
 
     async def _watched(
         self,
@@ -104,9 +155,9 @@ class AsyncRateLimiter(LimiterCore):
             return self._peeked(decision, error)
         return self._settle(key, decision, error, candidate, elapsed)
 
-    async def enforce(self, key: str, cost: float = 1) -> Decision:
+    async def enforce(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         """Like :meth:`hit`, but raise :class:`RateLimitExceeded` on denial."""
-        decision = await self.hit(key, cost)
+        decision = await self.hit(key, cost, priority)
         if not decision.allowed:
             raise RateLimitExceeded(decision)
         return decision

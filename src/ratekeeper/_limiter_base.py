@@ -14,19 +14,22 @@ import math
 import numbers
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from ratekeeper._local_cache import DEFAULT_SIZE, OverLimitCache
 from ratekeeper.algorithms import INF, Algorithm
+from ratekeeper.algorithms.checks import HIT as CHECK_HIT
+from ratekeeper.algorithms.checks import Check
 from ratekeeper.clock import Clock, default_clock
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, RateLimitExceeded, RateLimitTimeout, StoreUnavailable
 from ratekeeper.events import Event, EventKind, Observer, Result
 from ratekeeper.limits import Limit, to_limits
 from ratekeeper.metrics import Counters, LimiterMetrics
+from ratekeeper.policies.priorities import check_priorities, share_of
 from ratekeeper.stores import AsyncStore, Rule, Store
 
 __all__ = [
@@ -79,6 +82,7 @@ class LimiterCore:
         observers: Iterable[Observer] = (),
         shadow: bool = False,
         shadow_limits: Limits | None = None,
+        priorities: Mapping[str, float] | None = None,
     ) -> None:
         self.rule = Rule(algorithm, to_limits(limits))  # type: ignore[arg-type]
         self.limits: tuple[Limit, ...] = self.rule.limits
@@ -134,6 +138,10 @@ class LimiterCore:
             if shadow_limits is None
             else Rule(self.rule.algorithm, to_limits(shadow_limits), namespace="shadow:")  # type: ignore[arg-type]
         )
+        # Priority classes (ratekeeper.policies.priorities): a hit of a class with a share below
+        # 1 (a plain hit, too, when the "default" class has one) goes through apply_checks.
+        self.priorities = check_priorities(priorities)
+        self._classed = share_of(self.priorities, None) < 1.0
         self._observers: list[Observer] = []
         for observer in observers:
             self.add_observer(observer)
@@ -143,6 +151,8 @@ class LimiterCore:
         self._last_warning = -INF
         self._open(store)
         self.store_kind = store_kind(self.store)
+        if self.priorities is not None:
+            self._checks_store()
         supported = getattr(self.store, "algorithms", None)  # stores with server-side ports
         if supported is not None and self.rule.algorithm.name not in supported:
             raise ConfigError(
@@ -204,7 +214,32 @@ class LimiterCore:
             and not self._observers
             and not self.shadow
             and self.shadow_rule is None
+            and not self._classed
         )
+
+    def _checks_store(self) -> Any:
+        """The store, if it can apply several checks at once (priorities, reservations, chains);
+        else `ConfigError`."""
+        if not callable(getattr(self.store, "apply_checks", None)):
+            raise ConfigError(
+                f"{type(self.store).__name__} cannot apply several checks at once (apply_checks):"
+                " priorities, reservations and chains need it"
+            )
+        return self.store
+
+    def _check(self, key: str, cost: float, priority: str | None, mode: int = CHECK_HIT) -> Check:
+        """This limiter's check of ``key`` (a priority class's share applied)."""
+        return Check(key, self.rule, cost, mode, share_of(self.priorities, priority))
+
+    def _settle_failed(self, exc: StoreUnavailable) -> None:
+        """A reservation could not be settled: raise with ``on_store_error="raise"``, else log
+        (the settlement is dropped, as a fallback decision charges nothing)."""
+        if self.on_store_error == "raise":
+            raise exc
+        now = time.monotonic()
+        if now - self._last_warning >= _LOG_EVERY:
+            self._last_warning = now
+            log.warning("rate limit store unavailable (%s); a reservation was not settled", exc)
 
     def add_observer(self, observer: Observer) -> None:
         """Send this limiter's events to ``observer`` too (see `ratekeeper.events`)."""
@@ -421,11 +456,12 @@ class PermitBase(Decision):
         return lease_id
 
 
-P = TypeVar("P", bound=Decision)
+P = TypeVar("P")  # a permit, or a reservation
 
 
 class AsyncAcquire(Generic[P]):
-    """``await limiter.acquire(k)`` or ``async with limiter.acquire(k) as permit:``."""
+    """``await limiter.acquire(k)`` or ``async with limiter.acquire(k) as permit:`` (and the same
+    for ``reserve``)."""
 
     __slots__ = ("_coro", "_permit")
 

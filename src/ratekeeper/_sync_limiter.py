@@ -24,9 +24,12 @@ from ratekeeper._limiter_base import (
     PermitBase,
 )
 from ratekeeper.algorithms import INF
+from ratekeeper.algorithms.checks import Check
 from ratekeeper.clock import sleeper
 from ratekeeper.decision import Decision
 from ratekeeper.errors import RateLimitExceeded, StoreUnavailable
+from ratekeeper.policies._sync_reservation import Reservation
+from ratekeeper.policies.reservation import Ledger
 from ratekeeper.stores import Store, store_from_url
 from ratekeeper.stores.memory import MemoryStore
 
@@ -34,6 +37,7 @@ __all__ = ["Permit", "RateLimiter"]
 
 # What `acquire` returns: awaitable and an async context manager; the sync one waits at once.
 Acquiring: TypeAlias = "Permit"
+Reserving: TypeAlias = Reservation
 
 
 class RateLimiter(LimiterCore):
@@ -50,11 +54,16 @@ class RateLimiter(LimiterCore):
         self.store = self._opened(store, Store, MemoryStore, store_from_url)
         self._sleep = sleeper(self.clock)
 
-    def hit(self, key: str, cost: float = 1) -> Decision:
-        """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial."""
+    def hit(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
+        """Consume ``cost`` units for ``key`` if every limit allows it. Never raises on denial.
+
+        ``priority``: a class of ``priorities=``, which may use only its share of the budget.
+        """
         if type(key) is not str or type(cost) not in FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
-        if not self._plain:
+        if not self._plain or priority is not None:
+            if priority is not None or self._classed:
+                return self._by_class(key, cost, priority, counted=True)
             return self._watched(self.store.hit, key, cost, counted=True)
         try:
             decision = self.store.hit(key, self.rule, cost, self.clock())
@@ -63,10 +72,50 @@ class RateLimiter(LimiterCore):
         next(self._n_allowed if decision.allowed else self._n_denied)
         return decision
 
-    def peek(self, key: str, cost: float = 1) -> Decision:
+    def peek(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         """What :meth:`hit` would answer now, consuming nothing."""
         key, cost = self._checked(key, cost)
+        if priority is not None or self._classed:
+            return self._by_class(key, cost, priority, counted=False)
         return self._watched(self.store.peek, key, cost, counted=False)
+
+    def _by_class(self, key: str, cost: float, priority: str | None, *, counted: bool) -> Decision:
+        """``hit`` (``counted``) or ``peek`` within a priority class's share."""
+        check = self._check(key, cost, priority)
+        store = self._checks_store()
+        decision = error = None
+        started = perf_counter()
+        try:
+            decision = (store.apply_checks([check], self.clock(), counted)).decisions[0]
+        except StoreUnavailable as exc:
+            error = exc
+        if not counted:
+            return self._peeked(decision, error)
+        return self._settle(key, decision, error, None, perf_counter() - started)
+
+    def reserve(self, key: str, cost: float = 1, priority: str | None = None) -> Reserving:
+        """Charge an estimate now, settle with the actual cost later (a `Reservation`: ``bool``,
+        ``decision``, ``commit(actual)``, ``cancel()``, ``charge(more)``; a context manager).
+        Denied like :meth:`hit`, charging nothing then."""
+        key, cost = self._checked(key, cost)
+        check = self._check(key, cost, priority)
+        reserving = self._reserve(check)
+        return reserving
+
+    def _reserve(self, check: Check) -> Reservation:
+        store = self._checks_store()
+        decision = error = None
+        now = self.clock()
+        started = perf_counter()
+        try:
+            applied = store.apply_checks([check], now)
+        except StoreUnavailable as exc:
+            error = exc
+        else:
+            decision, now = applied.decisions[0], applied.now
+        decision = self._settle(check.key, decision, error, None, perf_counter() - started)
+        ledger = Ledger([(check.key, self.rule)], [check.cost], decision, now)
+        return Reservation(ledger, store, self.clock, self._settle_failed)
 
     def _watched(
         self,
@@ -102,9 +151,9 @@ class RateLimiter(LimiterCore):
             return self._peeked(decision, error)
         return self._settle(key, decision, error, candidate, elapsed)
 
-    def enforce(self, key: str, cost: float = 1) -> Decision:
+    def enforce(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         """Like :meth:`hit`, but raise :class:`RateLimitExceeded` on denial."""
-        decision = self.hit(key, cost)
+        decision = self.hit(key, cost, priority)
         if not decision.allowed:
             raise RateLimitExceeded(decision)
         return decision

@@ -81,8 +81,11 @@ class Decision:
 
     @property
     def per_limit(self) -> tuple[Decision, ...]:
-        """One decision per limit that applied (just this one for a single limit)."""
-        return self.details or (self,)
+        """One decision per limit that applied (just this one for a single limit); a chain's
+        levels are flattened, in order."""
+        if not self.details:
+            return (self,)
+        return tuple(item for detail in self.details for item in detail.per_limit)
 
     def headers(self) -> dict[str, str]:
         """IETF ``RateLimit``/``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers-10),

@@ -6,7 +6,10 @@ import ratekeeper
 
 def test_exported_names():
     assert set(ratekeeper.__all__) == {
+        "AsyncChain",
         "AsyncRateLimiter",
+        "AsyncReservation",
+        "Chain",
         "ConfigError",
         "Decision",
         "Limit",
@@ -15,6 +18,7 @@ def test_exported_names():
         "RateLimitTimeout",
         "RateLimiter",
         "Registry",
+        "Reservation",
         "StoreUnavailable",
         "acquire",
         "clone_limiter",

@@ -61,5 +61,21 @@ class Algorithm:
         """
         raise NotImplementedError
 
+    def size(self, limit: Limit) -> float:
+        """The units a full budget holds: the burst (buckets, GCRA) or the amount (windows).
+        A priority class's share is a share of this."""
+        return float(limit.capacity)
+
+    def charge(self, state: State, now: float, cost: float, limit: Limit) -> State:
+        """Consume ``cost`` units unconditionally (the cost already happened): the budget may go
+        into debt, which later requests wait off. Returns the new state."""
+        raise NotImplementedError
+
+    def refund(self, state: State, now: float, amount: float, limit: Limit, at: float) -> State:
+        """Give back ``amount`` units charged at time ``at``, as if they had never been consumed,
+        as far as this algorithm can: never past the full budget, and for windows only while the
+        window they were charged to still counts. Returns the new state."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"<algorithm {self.name}>"

@@ -52,3 +52,21 @@ class FixedWindow(Algorithm):
 
     def horizon(self, limit: Limit) -> float:
         return limit.per
+
+    def size(self, limit: Limit) -> float:
+        return float(limit.amount)
+
+    def charge(self, state: State, now: float, cost: float, limit: Limit) -> State:
+        k = (now + EPS_TIME) // limit.per
+        if state is None:
+            return (k, cost)
+        last, count = state
+        if last > k:  # the clock stepped back: stay in the newer window
+            return (last, count + cost)
+        return (k, (count if last == k else 0.0) + cost)
+
+    def refund(self, state: State, now: float, amount: float, limit: Limit, at: float) -> State:
+        if state is None or state[0] != (at + EPS_TIME) // limit.per:
+            return state  # the window charged has ended: it no longer counts
+        count = state[1] - amount
+        return (state[0], count if count > 0.0 else 0.0)

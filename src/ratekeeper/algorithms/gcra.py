@@ -83,6 +83,23 @@ class GCRA(Algorithm):
     def horizon(self, limit: Limit) -> float:
         return limit.capacity * limit.interval
 
+    def charge(self, state: State, now: float, cost: float, limit: Limit) -> State:
+        return _tat(now, _backlog(state, now) + cost * limit.interval)
+
+    def refund(self, state: State, now: float, amount: float, limit: Limit, at: float) -> State:
+        if state is None:
+            return None
+        backlog = _backlog(state, now) - amount * limit.interval
+        return _tat(now, backlog if backlog > 0.0 else 0.0)
+
+
+def _tat(now: float, after: float) -> tuple[float, float]:
+    """The TAT ``now + after`` as an exact sum of two floats (Knuth's TwoSum), as `GCRA.apply`
+    keeps it."""
+    high = now + after
+    part = high - now
+    return high, (now - (high - part)) + (after - part)
+
 
 class LeakyBucket(GCRA):
     name = "leaky_bucket"

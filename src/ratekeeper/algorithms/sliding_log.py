@@ -97,6 +97,35 @@ class SlidingLog(Algorithm):
     def horizon(self, limit: Limit) -> float:
         return limit.per
 
+    def size(self, limit: Limit) -> float:
+        return float(limit.amount)
+
+    def charge(self, state: State, now: float, cost: float, limit: Limit) -> State:
+        entries = [] if state is None else list(_entries(state[0]))
+        cutoff = now + EPS_TIME - limit.per
+        entries = [entry for entry in entries if entry[0] > cutoff]
+        if cost:
+            entries.insert(bisect_right(entries, now, key=_time), (now, cost))
+        return _pack(entries)
+
+    def refund(self, state: State, now: float, amount: float, limit: Limit, at: float) -> State:
+        if state is None:
+            return None
+        entries = list(_entries(state[0]))
+        # the latest entry charged at `at` (an expired one has left the log: nothing to give)
+        for i in range(len(entries) - 1, -1, -1):
+            when, spent = entries[i]
+            if when == at:
+                left = spent - amount
+                if left > 0.0:
+                    entries[i] = (when, left)
+                else:
+                    del entries[i]
+                return _pack(entries)
+            if when < at:
+                break
+        return state
+
 
 def _entries(chunks: Chunks) -> chain[Entry]:
     """Every entry, oldest first."""
@@ -121,6 +150,16 @@ def _expire(chunks: Chunks, total: float | None, cutoff: float) -> tuple[Chunks,
     if total is not None:
         total -= sum(entry[1] for entry in _entries(tuple(gone)))
     return kept, total
+
+
+def _pack(entries: list[Entry]) -> State:
+    """The state of a sorted list of entries (``None`` when empty)."""
+    if not entries:
+        return None
+    chunks = tuple(tuple(entries[i : i + CHUNK]) for i in range(0, len(entries), CHUNK))
+    costs = [spent for _, spent in entries]
+    whole = all(type(c) is int or float(c).is_integer() for c in costs)
+    return chunks, (sum(costs) if whole else None)
 
 
 def _insert(chunks: Chunks, entry: Entry) -> Chunks:

@@ -66,6 +66,35 @@ class SlidingWindow(Algorithm):
     def horizon(self, limit: Limit) -> float:
         return 2 * limit.per
 
+    def size(self, limit: Limit) -> float:
+        return float(limit.amount)
+
+    def charge(self, state: State, now: float, cost: float, limit: Limit) -> State:
+        k = int((now + EPS_TIME) // limit.per)
+        prev = cur = 0.0
+        if state is not None:
+            sk, sprev, scur = state
+            if sk == k:
+                prev, cur = sprev, scur
+            elif sk == k - 1:
+                prev = scur
+            elif sk > k:  # the clock stepped back: keep the newer windows
+                k, prev, cur = state
+        return (k, prev, cur + cost)
+
+    def refund(self, state: State, now: float, amount: float, limit: Limit, at: float) -> State:
+        if state is None:
+            return None
+        k, prev, cur = state
+        charged = int((at + EPS_TIME) // limit.per)
+        if k == charged:  # still the current window
+            cur -= amount
+            return (k, prev, cur if cur > 0.0 else 0.0)
+        if k == charged + 1:  # now the previous window: it still counts, decaying
+            prev -= amount
+            return (k, prev if prev > 0.0 else 0.0, cur)
+        return state  # the window charged no longer counts
+
 
 def _reset_after(start: float, per: float, now: float, prev: float, cur: float) -> float:
     """Seconds until the estimate decays to zero: the current count weighs until the end of the

@@ -56,3 +56,27 @@ class TokenBucket(Algorithm):
 
     def horizon(self, limit: Limit) -> float:
         return limit.capacity / limit.rate
+
+    def charge(self, state: State, now: float, cost: float, limit: Limit) -> State:
+        tokens, last = _refilled(state, now, limit)
+        return (tokens - cost, last)
+
+    def refund(self, state: State, now: float, amount: float, limit: Limit, at: float) -> State:
+        if state is None:  # full: nothing to give back
+            return None
+        tokens, last = _refilled(state, now, limit)
+        tokens += amount
+        capacity = float(limit.capacity)
+        return (tokens if tokens < capacity else capacity, last)
+
+
+def _refilled(state: State, now: float, limit: Limit) -> tuple[float, float]:
+    """The bucket at ``now``: the refill step of `TokenBucket.apply`."""
+    capacity = float(limit.capacity)
+    if state is None:
+        return capacity, now
+    tokens, last = state
+    if now > last:
+        refilled = tokens + (now - last) * limit.rate
+        return (refilled if refilled < capacity else capacity), now
+    return tokens, last

@@ -9,12 +9,23 @@ were built to trust the caller's clock.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ratekeeper.algorithms import Rule
+from ratekeeper.algorithms.checks import Check
 from ratekeeper.decision import Decision
 
-__all__ = ["AsyncStore", "Rule", "Store"]
+__all__ = ["Applied", "AsyncCheckStore", "AsyncStore", "CheckStore", "Check", "Rule", "Store"]
+
+
+class Applied(NamedTuple):
+    """What `CheckStore.apply_checks` answers: one decision per check, and the clock reading the
+    store decided at (the server's time for a store that reads its own clock), which a
+    reservation needs to refund into the window it charged."""
+
+    decisions: list[Decision]
+    now: float
 
 
 LEASE_PART = "concurrency"
@@ -80,3 +91,24 @@ class AsyncStore(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class CheckStore(Protocol):
+    """A store that applies several checks (`ratekeeper.algorithms.checks`) atomically: what
+    `Chain`, reservations and priorities need. A separate method, so that a single-limit `hit`
+    keeps its own fast path."""
+
+    def apply_checks(self, checks: Sequence[Check], now: float, write: bool = True) -> Applied:
+        """Apply ``checks`` all-or-nothing in one round trip (``write=False``: decide only, as
+        ``peek``); raise `StoreUnavailable` when the store cannot answer."""
+        ...
+
+
+@runtime_checkable
+class AsyncCheckStore(Protocol):
+    """The asyncio twin of :class:`CheckStore`."""
+
+    async def apply_checks(
+        self, checks: Sequence[Check], now: float, write: bool = True
+    ) -> Applied: ...

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 from ratekeeper.algorithms import INF, State, evaluate
+from ratekeeper.algorithms.checks import Check, Slot, evaluate_checks
 from ratekeeper.algorithms.concurrency import acquire_lease, release_lease
 from ratekeeper.clock import Clock
 from ratekeeper.decision import Decision
 from ratekeeper.limits import Limit
-from ratekeeper.stores.base import Rule
+from ratekeeper.stores.base import Applied, Rule
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
 
@@ -121,6 +122,8 @@ class MemoryStore:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryStore:
+        """A new store for ``memory://`` (the URL carries nothing; ``options`` go to the
+        constructor)."""
         return cls(**options)
 
     def follow(self, clock: Clock) -> None:
@@ -192,6 +195,24 @@ class MemoryStore:
                     table.put(key, new, now)
             return decision
 
+    def apply_checks(self, checks: Sequence[Check], now: float, write: bool = True) -> Applied:
+        """Several checks, all-or-nothing, under the lock (`ratekeeper.algorithms.checks`)."""
+        with self._lock:
+            mono = self._monotonic
+            tables: dict[Slot, _Table] = {}
+            states: dict[Slot, State] = {}
+            for check in checks:
+                for part, table in zip(check.rule.parts, self._tables_of(check.rule), strict=True):
+                    slot = (check.key, part)
+                    if slot not in tables:
+                        tables[slot] = table
+                        states[slot] = table.get(check.key, now, mono)
+            writes, decisions = evaluate_checks(checks, states, now)
+            if writes and write:
+                for slot, state in writes.items():
+                    tables[slot].put(slot[0], state, now)
+            return Applied(decisions, now)
+
     def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         with self._lock:
             mono = self._monotonic
@@ -254,6 +275,11 @@ class AsyncMemoryStore:
 
     async def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         return self.sync.peek(key, rule, cost, now)
+
+    async def apply_checks(
+        self, checks: Sequence[Check], now: float, write: bool = True
+    ) -> Applied:
+        return self.sync.apply_checks(checks, now, write)
 
     async def reset(self, key: str, rule: Rule) -> None:
         self.sync.reset(key, rule)

@@ -117,11 +117,11 @@ class MockRateLimiter(RateLimiter):
     def calls(self) -> list[tuple[str, float]]:
         return self._script.calls
 
-    def hit(self, key: str, cost: float = 1) -> Decision:
+    def hit(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         key, cost = self._checked(key, cost)
         return self._script.next(key, cost, consume=True)
 
-    def peek(self, key: str, cost: float = 1) -> Decision:
+    def peek(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         key, cost = self._checked(key, cost)
         return self._script.next(key, cost, consume=False)
 
@@ -149,11 +149,11 @@ class AsyncMockRateLimiter(AsyncRateLimiter):
     def calls(self) -> list[tuple[str, float]]:
         return self._script.calls
 
-    async def hit(self, key: str, cost: float = 1) -> Decision:
+    async def hit(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         key, cost = self._checked(key, cost)
         return self._script.next(key, cost, consume=True)
 
-    async def peek(self, key: str, cost: float = 1) -> Decision:
+    async def peek(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         key, cost = self._checked(key, cost)
         return self._script.next(key, cost, consume=False)
 
