@@ -138,6 +138,8 @@ class DynamoDBStore(Core):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> DynamoDBStore:
+        """A store for ``dynamodb://REGION/TABLE`` (options as query parameters, e.g.
+        ``?endpoint_url=http://127.0.0.1:8000``); keyword ``options`` win over the URL's."""
         return cls(**split_url(url, options))
 
     def _run(self, plan: Plan[T], budget: float | None = None) -> T:
