@@ -299,3 +299,32 @@ def test_bad_settings_fail_clearly() -> None:
         rk_django.get_engine()
     with config(KEY="no.such.module"), pytest.raises(ConfigError, match="cannot import"):
         rk_django.get_engine()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.results: list[tuple[str, str]] = []
+
+    def observe(self, event: Any) -> None:
+        self.results.append((event.limiter, event.result))
+
+
+RECORDER = Recorder()  # named in settings by its dotted path
+
+
+def test_settings_names_rules_observers_and_registry() -> None:
+    """``LIMITERS`` define names in ``REGISTRY`` (a dotted path works too), ``RULES`` may name
+    one, ``OBSERVERS`` are objects or dotted paths; a misspelled field fails at middleware load."""
+    from ratekeeper import ConfigError, Registry
+
+    registry = Registry(discover=False)
+    names = {"LIMITERS": {"pages": {"limits": "1/minute"}}, "REGISTRY": registry}
+    rules = [{"limiter": "pages", "paths": ["/", "/async/"]}]
+    with config(RULES=rules, OBSERVERS=[f"{__name__}.RECORDER"], **names):
+        c = Client()
+        assert [c.get("/").status_code, c.get("/async/").status_code] == [200, 429]
+    assert RECORDER.results == [("pages", "allowed"), ("pages", "denied")]
+    assert registry.get_limiter("pages").metrics().denied == 1
+    typo = {"LIMITERS": {"pages": {"limts": "1/minute"}}, "REGISTRY": registry}
+    with config(**typo), pytest.raises(ConfigError, match=r"settings.RATEKEEPER: .*'limts'"):
+        rk_django.RateLimitMiddleware(index)

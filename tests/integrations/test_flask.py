@@ -230,3 +230,32 @@ def test_threads_admit_exactly_the_limit() -> None:
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda _: get(app, "/").status_code, range(40)))
     assert sorted(codes) == [200] * 10 + [429] * 30
+
+
+def test_an_app_factory_names_limiters_in_its_config() -> None:
+    """Views decorated before ``init_app`` may name limiters that only ``app.config`` defines:
+    ``init_app`` defines and checks them; each app built again redefines them."""
+    from ratekeeper import Registry
+
+    registry = Registry(discover=False)
+    limiter = Limiter(registry=registry, limiter="site")
+
+    @limiter.limit(limiter="login")
+    def login() -> str:
+        return "welcome"
+
+    def create_app() -> Flask:
+        app = Flask(__name__)
+        app.config["RATEKEEPER"] = {
+            "limiters": {"login": {"limits": "1/minute"}, "site": {"limits": "2/minute"}}
+        }
+        app.add_url_rule("/login", view_func=login)
+        app.add_url_rule("/", view_func=lambda: "home")
+        limiter.init_app(app)
+        return app
+
+    app = create_app()
+    assert [get(app, "/login").status_code for _ in range(2)] == [200, 429]
+    assert [get(app, "/").status_code for _ in range(3)] == [200, 200, 429]
+    create_app()  # the same names again (tests build one app each): no error
+    assert set(registry.list_limiters()) == {"login", "site"}
