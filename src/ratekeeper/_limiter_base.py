@@ -342,16 +342,17 @@ class LimiterCore:
             next(self._counters.store_errors)
         if self.on_store_error == "raise":
             raise exc
+        allow = self.on_store_error == "allow" or self.shadow  # shadow mode never denies
         now = time.monotonic()
         if now - self._last_warning >= _LOG_EVERY:
             self._last_warning = now
             log.warning(
                 "rate limit store unavailable (%s); %s requests until it returns",
                 exc,
-                "allowing" if self.on_store_error == "allow" else "denying",
+                "allowing" if allow else "denying",
             )
         limit = self.limits[0]
-        if self.on_store_error == "allow":
+        if allow:
             return Decision(True, limit.amount, limit.amount, 0.0, 0.0, 0.0, limit, True)
         return Decision(False, limit.amount, 0, 1.0, 1.0, 0.0, limit, True)
 

@@ -158,3 +158,17 @@ def test_registry_observers_reach_present_and_future_limiters() -> None:
     cached.hit("k")  # type: ignore[union-attr]
     assert [e.limiter for e in recorder.events] == ["api", "2/60s"]
     assert recorder in after._observers
+
+
+def test_shadow_mode_never_denies_even_when_the_store_is_down() -> None:
+    from ratekeeper import StoreUnavailable
+    from ratekeeper.stores.base import Rule
+
+    class Down(MemoryStore):
+        def hit(self, key: str, rule: Rule, cost: float, now: float):  # type: ignore[no-untyped-def]
+            raise StoreUnavailable("down")
+
+    limiter = RateLimiter("1/minute", store=Down(), shadow=True, on_store_error="deny")
+    decision = limiter.hit("k")
+    assert decision.allowed and decision.fallback
+    assert limiter.metrics().store_errors == 1
