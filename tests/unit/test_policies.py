@@ -162,6 +162,19 @@ def test_commit_above_the_estimate_goes_into_debt(
         r.cancel()
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "gcra", "leaky_bucket"])
+def test_a_debt_outlives_the_horizon(store: MemoryStore, clock: FakeClock, algorithm: str) -> None:
+    """A budget in debt takes longer than the algorithm's horizon to replenish: the memory
+    store must not evict it as replenished."""
+    lim = limiter(store, clock, "3/second", algorithm=algorithm)
+    lim.reserve("k", cost=1).commit(12)  # 9 units of debt: one unit back after 10/3 s
+    for _ in range(2):
+        clock.advance(1.2)  # past the horizon (1 s), still in debt
+        assert not lim.hit("k")
+    clock.advance(1.2)
+    assert lim.hit("k")
+
+
 def test_token_bucket_refund_is_capped_at_the_burst(store: MemoryStore, clock: FakeClock) -> None:
     lim = limiter(store, clock, "10/minute")
     r = lim.reserve("k", cost=5)
@@ -336,7 +349,7 @@ def test_checks_on_one_state_apply_in_order() -> None:
     rule = Rule("token_bucket", (Limit(5, 60),))
     first = Check("k", rule, 3)
     second = Check("k", rule, 3)
-    writes, decisions = evaluate_checks([first, second], {("k", rule.parts[0]): None}, START)
+    writes, decisions, _ = evaluate_checks([first, second], {("k", rule.parts[0]): None}, START)
     assert writes is None and [d.allowed for d in decisions] == [True, False]
     assert decisions[0].remaining == 5  # reported as it is, without this request's cost
     assert decisions[1].retry_after == pytest.approx(12.0)  # 6 units needed, 5 there, 1 per 12 s

@@ -120,15 +120,18 @@ def step(
 
 def evaluate_checks(
     checks: Sequence[Check], states: Mapping[Slot, State], now: float
-) -> tuple[dict[Slot, State] | None, list[Decision]]:
+) -> tuple[dict[Slot, State] | None, list[Decision], dict[Slot, float]]:
     """Apply ``checks`` in order, all-or-nothing.
 
     ``states`` holds the current state of every slot the checks use. Returns the states to write
-    (``None`` when a conditional check is denied: nothing may be written) and one decision per
-    check (several limits combined as by `evaluate`). On denial, the limits that would have
+    (``None`` when a conditional check is denied: nothing may be written), one decision per
+    check (several limits combined as by `evaluate`), and per slot the seconds its new state
+    takes to be fully replenished (a state in debt takes longer than the algorithm's
+    ``horizon``: a store keeps it at least that long). On denial, the limits that would have
     passed report their state as it is, without this request's cost.
     """
     work = dict(states)
+    holds: dict[Slot, float] = {}
     results: list[list[Decision]] = []
     admitted = True
     for check in checks:
@@ -143,13 +146,14 @@ def evaluate_checks(
             )
             if decision.allowed:
                 work[slot] = new
+                holds[slot] = decision.reset_after
             else:
                 admitted = False
             decisions.append(decision)
         results.append(decisions)
     if admitted:
         changed = {slot: state for slot, state in work.items() if state is not states[slot]}
-        return changed, [combine(decisions) for decisions in results]
+        return changed, [combine(decisions) for decisions in results], holds
     out = []
     for check, decisions in zip(checks, results, strict=True):
         algorithm = check.rule.algorithm
@@ -162,4 +166,4 @@ def evaluate_checks(
             )
         ]
         out.append(combine(fixed))
-    return None, out
+    return None, out, {}

@@ -207,10 +207,15 @@ class MemoryStore:
                     if slot not in tables:
                         tables[slot] = table
                         states[slot] = table.get(check.key, now, mono)
-            writes, decisions = evaluate_checks(checks, states, now)
+            writes, decisions, holds = evaluate_checks(checks, states, now)
             if writes and write:
                 for slot, state in writes.items():
-                    tables[slot].put(slot[0], state, now)
+                    table = tables[slot]
+                    # A state in debt takes longer than the horizon to replenish: the table keeps
+                    # its states that long from now on (debts are rare; eviction only waits).
+                    if holds[slot] > table.horizon:
+                        table.horizon = holds[slot]
+                    table.put(slot[0], state, now)
             return Applied(decisions, now)
 
     def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:

@@ -29,6 +29,7 @@ import asyncio
 import random
 import threading
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -38,6 +39,9 @@ from ratekeeper.algorithms import ALGORITHMS
 from ratekeeper.decision import Decision
 from ratekeeper.limiter import AsyncRateLimiter, RateLimiter
 from ratekeeper.limits import MAX_AMOUNT, MAX_PERIOD, MIN_PERIOD, Limit
+from ratekeeper.policies._async_chain import AsyncChain
+from ratekeeper.policies._sync_chain import Chain
+from ratekeeper.policies._sync_reservation import Reservation
 from ratekeeper.stores import AsyncStore, Store
 from ratekeeper.stores.memory import MemoryStore
 from ratekeeper.testing.clock import FakeClock
@@ -81,6 +85,70 @@ def _trace(seed: int, steps: int = 60) -> list[tuple[float, float]]:
         )
         for _ in range(steps)
     ]
+
+
+def _chain(store: Store, algorithm: str, clock: FakeClock) -> Chain:
+    """Three levels on ``store``: a global level (``algorithm``, two limits, priority classes),
+    a per-user token bucket, and a hybrid level on the user key (``algorithm`` again)."""
+    return Chain(
+        RateLimiter(
+            LIMIT_SETS["multi"],
+            algorithm=algorithm,
+            store=store,
+            clock=clock,
+            priorities={"batch": 0.6},
+        ),
+        RateLimiter(Limit(5, per=2), store=store, clock=clock),
+        RateLimiter(LIMIT_SETS["burst"], algorithm=algorithm, store=store, clock=clock),
+    )
+
+
+def _policy_trace(
+    subject: Chain, reference: Chain, clock: FakeClock, seed: int, steps: int = 80
+) -> None:
+    """Replay one random walk of chain hits, peeks, priority hits and reservations (charged as
+    they stream, committed below or above their estimate, cancelled) on both chains, comparing
+    every decision."""
+    rng = random.Random(seed)
+    g = _key()
+    users = [_key() for _ in range(3)]
+    held: list[tuple[Reservation, Reservation]] = []
+    for i in range(steps):
+        clock.advance(rng.choice([0.0, 0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 1.7, 3.0]))
+        u = rng.choice(users)
+        keys = (g, u, u)
+        cost = rng.choice([1, 1, 2, 0, 3, 0.5])
+        action = rng.random()
+        where = f"step {i}"
+        if action < 0.45:
+            priority = rng.choice([None, None, "batch"])
+            got = subject.hit(*keys, cost=cost, priority=priority)
+            want = reference.hit(*keys, cost=cost, priority=priority)
+        elif action < 0.55:
+            got, want = subject.peek(*keys, cost=cost), reference.peek(*keys, cost=cost)
+        elif action < 0.75 or not held:
+            pair = subject.reserve(*keys, cost=cost), reference.reserve(*keys, cost=cost)
+            got, want = pair[0].decision, pair[1].decision
+            held.append(pair)
+        else:
+            mine, theirs = held.pop(rng.randrange(len(held)))
+            settle = rng.random()
+            if settle < 0.3:
+                more = rng.choice([1, 2, 0.5])
+                mine.charge(more)
+                theirs.charge(more)
+                held.append((mine, theirs))
+            elif settle < 0.5:
+                mine.cancel()
+                theirs.cancel()
+            else:
+                actual = rng.choice([0, 1, 2, 3, 6])
+                mine.commit(actual)
+                theirs.commit(actual)
+            got, want = subject.peek(*keys, cost=0), reference.peek(*keys, cost=0)
+        assert_same_decision(got, want, where)
+        for a, b in zip(got.per_limit, want.per_limit, strict=True):
+            assert_same_decision(a, b, f"{where}, {b.policy}")
 
 
 def assert_same_decision(got: Decision, want: Decision, where: str) -> None:
@@ -237,6 +305,79 @@ class StoreConformance:
         assert_same_decision(subject.peek(k), reference.peek(k), "half a period later")
         clock.advance(2 * limit.per)
         assert_same_decision(subject.hit(k), reference.hit(k), "after the period")
+
+    # -- policies: chains, reservations, priorities (apply_checks) -------------------------------
+
+    @pytest.mark.parametrize("start", [SMALL_CLOCK, EPOCH], ids=["small_clock", "epoch"])
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_policy_trace_matches_reference(
+        self, store: Store, algorithm: str, start: float
+    ) -> None:
+        clock = FakeClock(start)
+        subject = _chain(store, algorithm, clock)
+        reference = _chain(MemoryStore(), algorithm, clock)
+        _policy_trace(subject, reference, clock, seed=zlib.crc32(algorithm.encode()))
+
+    def test_async_policies_match_reference(self) -> None:
+        async def check(store: AsyncStore) -> None:
+            clock = FakeClock(EPOCH)
+            levels = [("sliding_log", "3/second"), ("gcra", "5/2s"), ("fixed_window", "4/second")]
+            subject = AsyncChain(
+                *(AsyncRateLimiter(lim, algorithm=a, store=store, clock=clock) for a, lim in levels)
+            )
+            memory = MemoryStore()
+            reference = Chain(
+                *(RateLimiter(lim, algorithm=a, store=memory, clock=clock) for a, lim in levels)
+            )
+            keys = (_key(), _key(), _key())
+            for i, (advance, cost) in enumerate(_trace(11, steps=30)):
+                clock.advance(advance)
+                if i % 3:
+                    got, want = await subject.hit(*keys, cost=cost), reference.hit(*keys, cost=cost)
+                else:
+                    mine = await subject.reserve(*keys, cost=cost)
+                    theirs = reference.reserve(*keys, cost=cost)
+                    assert_same_decision(mine.decision, theirs.decision, f"reserve {i}")
+                    await mine.commit(cost / 2)
+                    theirs.commit(cost / 2)
+                    got, want = await subject.peek(*keys, cost=0), reference.peek(*keys, cost=0)
+                assert_same_decision(got, want, f"step {i}")
+
+        self.run_async(check)
+
+    def test_chain_threads_admit_exactly_the_tightest_level(self, store: Store) -> None:
+        pool = RateLimiter("60/day", store=store)
+        member = RateLimiter("25/day", algorithm="fixed_window", store=store)
+        chain = Chain(pool, member)
+        g, users = _key(), [_key() for _ in range(3)]
+        admitted: dict[str, int] = dict.fromkeys(users, 0)
+        lock = threading.Lock()
+
+        def worker(n: int) -> None:
+            for i in range(30):
+                u = users[(n + i) % 3]
+                if chain.hit(g, u).allowed:
+                    with lock:
+                        admitted[u] += 1
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(admitted.values()) == 60 and max(admitted.values()) <= 25
+
+    def test_async_chain_tasks_admit_exactly_the_tightest_level(self) -> None:
+        async def check(store: AsyncStore) -> list[bool]:
+            chain = AsyncChain(
+                AsyncRateLimiter("100/day", store=store),
+                AsyncRateLimiter("40/day", algorithm="sliding_window", store=store),
+            )
+            g, u = _key(), _key()
+            results = await asyncio.gather(*(chain.hit(g, u) for _ in range(150)))
+            return [d.allowed for d in results]
+
+        assert sum(self.run_async(check)) == 40
 
     # -- keys, reset, sharing -------------------------------------------------------------------
 

@@ -11,14 +11,16 @@ import asyncio
 
 # sync: import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Self
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from ratekeeper.algorithms.checks import Check
 from ratekeeper.decision import Decision
 from ratekeeper.errors import StoreUnavailable
-from ratekeeper.stores.base import Rule
+from ratekeeper.stores.base import Applied, Rule
 from ratekeeper.stores.postgres._core import Migration, PostgresCore, is_unavailable, split_url
 from ratekeeper.stores.postgres._io import CHECK_FAILED, deadline, store_options
 
@@ -202,6 +204,13 @@ class AsyncPostgresStore(PostgresCore):
     async def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         args = self.hit_args(key, rule, cost, now, False)
         return self.parse_hit(rule, await self._run(self.q_hit, args))
+
+    async def apply_checks(
+        self, checks: Sequence[Check], now: float, write: bool = True
+    ) -> Applied:
+        """Several checks, all-or-nothing, in one function call (``f_checks``)."""
+        args = self.checks_args(checks, now, write)
+        return self.parse_checks(checks, await self._run(self.q_checks, args))
 
     async def reset(self, key: str, rule: Rule) -> None:
         await self._run(self.q_reset, self.reset_args(key, rule))

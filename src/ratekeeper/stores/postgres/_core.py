@@ -23,9 +23,10 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ratekeeper.algorithms.checks import Check
 from ratekeeper.decision import Decision, from_rows
 from ratekeeper.errors import ConfigError, StoreUnavailable
-from ratekeeper.stores.base import LEASE_PART, Rule
+from ratekeeper.stores.base import LEASE_PART, Applied, Rule
 
 __all__ = [
     "MIGRATION_TIMEOUT",
@@ -42,7 +43,7 @@ TimeSource = Literal["server", "client"]
 
 # Bump when schema.sql changes; `migrate()` re-runs the (idempotent) schema when the database
 # holds an older version.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Errors raised by the client itself that mean "the server cannot be used right now" (refused,
 # reset, lost, no pooled connection in time). Errors the server sends are classified by SQLSTATE.
@@ -84,6 +85,10 @@ _FUNCTIONS = (
     "hit",
     "lease_acquire",
     "lease_release",
+    "charge",
+    "refund",
+    "step",
+    "checks",
 )
 # Client-side deadline of the migration's DDL statements (they may wait for other migrators and
 # for sessions using the functions); the same value is set server-side with SET LOCAL.
@@ -259,6 +264,11 @@ class PostgresCore:
             "%s::float8[], %s::float8[], %s::float8, %s::float8, %s::boolean, %s::float8, "
             "%s::int)"
         ).format(ids["f_hit"])
+        self.q_checks = sql.SQL(
+            "SELECT {}(%s::text[], %s::text[], %s::float8[], %s::int[], %s::text[], "
+            "%s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int[], %s::float8[], "
+            "%s::float8[], %s::float8, %s::boolean, %s::float8, %s::int)"
+        ).format(ids["f_checks"])
         self.q_acquire = sql.SQL(
             "SELECT {}(%s::text, %s::text, %s::int, %s::float8, %s::float8, %s::float8)"
         ).format(ids["f_lease_acquire"])
@@ -342,6 +352,60 @@ class PostgresCore:
     def parse_hit(self, rule: Rule, value: Sequence[float]) -> Decision:
         rows = [value[i : i + 5] for i in range(0, len(value), 5)]
         return from_rows(rule.limits, rows)
+
+    def checks_args(self, checks: Sequence[Check], now: float, write: bool) -> list[Any]:
+        """The arguments of ``f_checks``: the distinct (key, part) slots with their horizons,
+        then one entry per (check, limit) item naming its slot."""
+        slots: dict[tuple[str, str], int] = {}
+        horizons: list[float] = []
+        items: list[list[Any]] = []
+        for check in checks:
+            algorithm = check.rule.algorithm
+            key = db_key(check.key)
+            for part, limit, keep in zip(
+                check.rule.parts, check.rule.limits, check.keeps(), strict=True
+            ):
+                horizon = float(algorithm.horizon(limit))
+                slot = slots.get((key, part))
+                if slot is None:
+                    slot = slots[(key, part)] = len(slots) + 1
+                    horizons.append(horizon)
+                elif horizon > horizons[slot - 1]:
+                    horizons[slot - 1] = horizon
+                items.append(
+                    [
+                        str(slot),
+                        algorithm.name,
+                        repr(float(limit.amount)),
+                        repr(limit.per),
+                        repr(float(limit.capacity)),
+                        repr(check.cost),
+                        str(check.mode),
+                        repr(keep),
+                        repr(float(check.at)),
+                    ]
+                )
+        columns = list(zip(*items, strict=True)) if items else [()] * 9
+        return [
+            _array([key for key, _ in slots]),
+            _array([part for _, part in slots]),
+            _array([repr(h) for h in horizons]),
+            *(_array(column) for column in columns),
+            float(now) if self._client_time else None,
+            write,
+            self._extra,
+            self._cleanup_due() if write else 0,
+        ]
+
+    def parse_checks(self, checks: Sequence[Check], value: Sequence[float]) -> Applied:
+        decisions = []
+        at = 0
+        for check in checks:
+            n = len(check.rule.limits)
+            rows = [value[i : i + 5] for i in range(at, at + 5 * n, 5)]
+            decisions.append(from_rows(check.rule.limits, rows))
+            at += 5 * n
+        return Applied(decisions, float(value[-1]))
 
     def acquire_args(
         self, key: str, lease_id: str, limit: int, ttl: float, now: float

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Self
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ratekeeper.algorithms.checks import Check
 from ratekeeper.decision import Decision
 from ratekeeper.errors import StoreUnavailable
-from ratekeeper.stores.base import Rule
+from ratekeeper.stores.base import Applied, Rule
 from ratekeeper.stores.postgres._core import Migration, PostgresCore, is_unavailable, split_url
 from ratekeeper.stores.postgres._io import CHECK_FAILED, deadline, store_options
 
@@ -194,6 +196,11 @@ class PostgresStore(PostgresCore):
     def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         args = self.hit_args(key, rule, cost, now, False)
         return self.parse_hit(rule, self._run(self.q_hit, args))
+
+    def apply_checks(self, checks: Sequence[Check], now: float, write: bool = True) -> Applied:
+        """Several checks, all-or-nothing, in one function call (``f_checks``)."""
+        args = self.checks_args(checks, now, write)
+        return self.parse_checks(checks, self._run(self.q_checks, args))
 
     def reset(self, key: str, rule: Rule) -> None:
         self._run(self.q_reset, self.reset_args(key, rule))

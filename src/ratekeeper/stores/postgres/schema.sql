@@ -401,8 +401,10 @@ BEGIN
             IF r.ns IS NULL THEN
                 DELETE FROM {state} WHERE key = p_key AND part = p_parts[1];
             ELSE
+                -- a state in debt (an unconditional charge) is kept until it is repaid
                 UPDATE {state} SET state = r.ns,
-                    expires_at = clock_timestamp() + make_interval(secs => p_horizons[1] + p_extra)
+                    expires_at = clock_timestamp()
+                        + make_interval(secs => greatest(p_horizons[1], r.reset_after) + p_extra)
                 WHERE key = p_key AND part = p_parts[1];
             END IF;
         END IF;
@@ -446,7 +448,8 @@ BEGIN
                 ELSE
                     UPDATE {state} SET state = r.ns,
                         expires_at = clock_timestamp()
-                            + make_interval(secs => p_horizons[i] + p_extra)
+                            + make_interval(secs => greatest(p_horizons[i], r.reset_after)
+                                                    + p_extra)
                     WHERE key = p_key AND part = p_parts[i];
                 END IF;
             ELSIF oks[i] THEN
@@ -545,5 +548,320 @@ BEGIN
                                         + p_extra)
         WHERE key = p_key AND part = 'concurrency';
     END IF;
+END
+$rk$
+--;;
+-- An unconditional charge (ratekeeper.algorithms: each algorithm's `charge`): the cost already
+-- happened, so the budget may go into debt. Returns the new state.
+CREATE OR REPLACE FUNCTION {f_charge}(
+    algo text, st float8[], now float8, cost float8, amount float8, per float8, cap float8)
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+DECLARE
+    eps_time CONSTANT float8 := 1e-6;  -- ratekeeper.algorithms.base.EPS_TIME
+    tokens float8;
+    last float8;
+    backlog float8 := 0;
+    after float8;
+    high float8;
+    part float8;
+    k float8;
+    prev float8 := 0;
+    cur float8 := 0;
+    cutoff float8;
+    kept float8[] := ARRAY[]::float8[];
+    i int;
+    j int;
+BEGIN
+    IF algo = 'token_bucket' THEN
+        IF st IS NULL THEN
+            tokens := cap;
+            last := now;
+        ELSE
+            tokens := st[1];
+            last := st[2];
+            IF now > last THEN
+                tokens := least(cap, tokens + (now - last) * (amount / per));
+                last := now;
+            END IF;
+        END IF;
+        RETURN ARRAY[tokens - cost, last];
+    ELSIF algo = 'gcra' OR algo = 'leaky_bucket' THEN
+        IF st IS NOT NULL THEN
+            backlog := (st[1] - now) + coalesce(st[2], 0);
+            IF NOT backlog > 0 THEN
+                backlog := 0;
+            END IF;
+        END IF;
+        after := backlog + cost * (per / amount);
+        high := now + after;  -- TwoSum, as in f_gcra
+        part := high - now;
+        RETURN ARRAY[high, (now - (high - part)) + (after - part)];
+    ELSIF algo = 'fixed_window' THEN
+        k := {f_floordiv}(now + eps_time, per);
+        IF st IS NULL THEN
+            RETURN ARRAY[k, cost];
+        ELSIF st[1] > k THEN
+            RETURN ARRAY[st[1], st[2] + cost];
+        ELSIF st[1] = k THEN
+            RETURN ARRAY[k, st[2] + cost];
+        END IF;
+        RETURN ARRAY[k, 0 + cost];
+    ELSIF algo = 'sliding_window' THEN
+        k := {f_floordiv}(now + eps_time, per);
+        IF st IS NOT NULL THEN
+            IF st[1] = k THEN
+                prev := st[2];
+                cur := st[3];
+            ELSIF st[1] = k - 1 THEN
+                prev := st[3];
+            ELSIF st[1] > k THEN
+                k := st[1];
+                prev := st[2];
+                cur := st[3];
+            END IF;
+        END IF;
+        RETURN ARRAY[k, prev, cur + cost];
+    ELSIF algo = 'sliding_log' THEN
+        cutoff := now + eps_time - per;
+        FOR i IN 1 .. coalesce(cardinality(st), 0) / 2 LOOP
+            IF st[2 * i - 1] > cutoff THEN
+                kept := kept || ARRAY[st[2 * i - 1], st[2 * i]];
+            END IF;
+        END LOOP;
+        IF cost <> 0 THEN
+            j := cardinality(kept) / 2;
+            WHILE j > 0 AND kept[2 * j - 1] > now LOOP
+                j := j - 1;
+            END LOOP;
+            kept := kept[1:2 * j] || ARRAY[now, cost] || kept[2 * j + 1:cardinality(kept)];
+        END IF;
+        RETURN CASE WHEN cardinality(kept) > 0 THEN kept END;
+    END IF;
+    RAISE EXCEPTION 'ratekeeper: unknown algorithm %', algo;
+END
+$rk$
+--;;
+-- A refund of `amt` units charged at time `at` (each algorithm's `refund`): never past the full
+-- budget; for windows only while the window charged still counts. Returns the new state.
+CREATE OR REPLACE FUNCTION {f_refund}(
+    algo text, st float8[], now float8, amt float8, amount float8, per float8, cap float8,
+    at float8)
+RETURNS float8[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+DECLARE
+    eps_time CONSTANT float8 := 1e-6;  -- ratekeeper.algorithms.base.EPS_TIME
+    tokens float8;
+    last float8;
+    backlog float8;
+    high float8;
+    part float8;
+    k float8;
+    left_ float8;
+    i int;
+BEGIN
+    IF st IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF algo = 'token_bucket' THEN
+        tokens := st[1];
+        last := st[2];
+        IF now > last THEN
+            tokens := least(cap, tokens + (now - last) * (amount / per));
+            last := now;
+        END IF;
+        RETURN ARRAY[least(tokens + amt, cap), last];
+    ELSIF algo = 'gcra' OR algo = 'leaky_bucket' THEN
+        backlog := (st[1] - now) + coalesce(st[2], 0);
+        IF NOT backlog > 0 THEN
+            backlog := 0;
+        END IF;
+        backlog := backlog - amt * (per / amount);
+        IF NOT backlog > 0 THEN
+            backlog := 0;
+        END IF;
+        high := now + backlog;
+        part := high - now;
+        RETURN ARRAY[high, (now - (high - part)) + (backlog - part)];
+    ELSIF algo = 'fixed_window' THEN
+        IF st[1] <> {f_floordiv}(at + eps_time, per) THEN
+            RETURN st;
+        END IF;
+        RETURN ARRAY[st[1], greatest(st[2] - amt, 0::float8)];
+    ELSIF algo = 'sliding_window' THEN
+        k := {f_floordiv}(at + eps_time, per);
+        IF st[1] = k THEN
+            RETURN ARRAY[st[1], st[2], greatest(st[3] - amt, 0::float8)];
+        ELSIF st[1] = k + 1 THEN
+            RETURN ARRAY[st[1], greatest(st[2] - amt, 0::float8), st[3]];
+        END IF;
+        RETURN st;
+    ELSIF algo = 'sliding_log' THEN
+        FOR i IN REVERSE coalesce(cardinality(st), 0) / 2 .. 1 LOOP
+            IF st[2 * i - 1] = at THEN
+                left_ := st[2 * i] - amt;
+                IF left_ > 0 THEN
+                    st[2 * i] := left_;
+                    RETURN st;
+                END IF;
+                st := st[1:2 * i - 2] || st[2 * i + 1:cardinality(st)];
+                RETURN CASE WHEN cardinality(st) > 0 THEN st END;
+            END IF;
+            EXIT WHEN st[2 * i - 1] < at;
+        END LOOP;
+        RETURN st;
+    END IF;
+    RAISE EXCEPTION 'ratekeeper: unknown algorithm %', algo;
+END
+$rk$
+--;;
+-- One check on one limit (ratekeeper.algorithms.checks.step): mode 0 a hit keeping `keep` units
+-- back (a priority class's share), 1 an unconditional charge, 2 a refund of units charged at `at`.
+CREATE OR REPLACE FUNCTION {f_step}(
+    algo text, st float8[], now float8, cost float8, amount float8, per float8, cap float8,
+    mode int, keep float8, at float8,
+    OUT ns float8[], OUT ok boolean, OUT remaining float8, OUT reset_after float8,
+    OUT retry_after float8, OUT delay float8)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $rk$
+DECLARE
+    r record;
+    probe record;
+    room record;
+BEGIN
+    IF mode = 1 OR mode = 2 THEN
+        IF mode = 1 THEN
+            ns := {f_charge}(algo, st, now, cost, amount, per, cap);
+        ELSE
+            ns := {f_refund}(algo, st, now, cost, amount, per, cap, at);
+        END IF;
+        r := {f_apply}(algo, ns, now, 0, amount, per, cap);
+    ELSIF keep = 0 THEN
+        r := {f_apply}(algo, st, now, cost, amount, per, cap);
+        ns := r.ns;
+    ELSE
+        IF cost <> 0 THEN
+            probe := {f_apply}(algo, st, now, cost + keep, amount, per, cap);
+            IF NOT probe.ok THEN
+                room := {f_apply}(algo, st, now, keep, amount, per, cap);
+                ns := st;
+                ok := false;
+                remaining := CASE WHEN room.ok THEN room.remaining ELSE 0 END;
+                reset_after := probe.reset_after;
+                retry_after := probe.retry_after;
+                delay := 0;
+                RETURN;
+            END IF;
+        END IF;
+        r := {f_apply}(algo, st, now, cost, amount, per, cap);
+        ns := r.ns;
+        room := {f_apply}(algo, ns, now, keep, amount, per, cap);
+        ok := r.ok;
+        remaining := CASE WHEN room.ok THEN room.remaining ELSE 0 END;
+        reset_after := r.reset_after;
+        retry_after := r.retry_after;
+        delay := r.delay;
+        RETURN;
+    END IF;
+    ok := r.ok;
+    remaining := r.remaining;
+    reset_after := r.reset_after;
+    retry_after := r.retry_after;
+    delay := r.delay;
+END
+$rk$
+--;;
+-- Several checks all-or-nothing in one transaction (ratekeeper.algorithms.checks.
+-- evaluate_checks). Slots are the distinct (key, part) rows, locked in (key, part) order: no
+-- deadlocks. Items are the (check, limit) pairs in order, each naming its slot; two items on
+-- one slot apply one after the other. Returns 5 floats per item (ok, remaining, reset_after,
+-- retry_after, delay), then the time decided at. A denial writes nothing and describes the
+-- items that would have passed without this request's cost.
+CREATE OR REPLACE FUNCTION {f_checks}(
+    s_keys text[], s_parts text[], s_horizons float8[], p_slots int[], p_algos text[],
+    p_amounts float8[], p_pers float8[], p_caps float8[], p_costs float8[], p_modes int[],
+    p_keeps float8[], p_ats float8[], p_now float8, p_write boolean, p_extra float8,
+    p_cleanup int)
+RETURNS float8[]
+LANGUAGE plpgsql AS $rk$
+DECLARE
+    now_ float8 := coalesce(p_now, extract(epoch FROM clock_timestamp())::float8);
+    nslots int := cardinality(s_keys);
+    n int := cardinality(p_slots);
+    olds text[] := ARRAY[]::text[];
+    works text[];
+    holds float8[];
+    oks boolean[] := ARRAY[]::boolean[];
+    out_ float8[] := ARRAY[]::float8[];
+    all_ok boolean := true;
+    st float8[];
+    r record;
+    i int;
+    j int;
+    locked int;
+BEGIN
+    IF p_write THEN
+        LOOP
+            INSERT INTO {state} (key, part, state, expires_at)
+            SELECT k, p, NULL, clock_timestamp() FROM unnest(s_keys, s_parts) AS t(k, p)
+            ORDER BY k, p
+            ON CONFLICT DO NOTHING;
+            PERFORM 1 FROM {state} AS s
+            WHERE (s.key, s.part) IN (SELECT k, p FROM unnest(s_keys, s_parts) AS t(k, p))
+            ORDER BY s.key, s.part FOR UPDATE;
+            GET DIAGNOSTICS locked = ROW_COUNT;
+            EXIT WHEN locked = nslots;
+        END LOOP;
+    END IF;
+    FOR j IN 1 .. nslots LOOP
+        st := NULL;
+        SELECT CASE WHEN s.expires_at > clock_timestamp() THEN s.state END INTO st
+        FROM {state} AS s WHERE s.key = s_keys[j] AND s.part = s_parts[j];
+        olds := olds || st::text;
+    END LOOP;
+    works := olds;
+    holds := array_fill(0::float8, ARRAY[nslots]);
+    FOR i IN 1 .. n LOOP
+        r := {f_step}(p_algos[i], works[p_slots[i]]::float8[], now_, p_costs[i], p_amounts[i],
+                      p_pers[i], p_caps[i], p_modes[i], p_keeps[i], p_ats[i]);
+        IF r.ok THEN
+            works[p_slots[i]] := r.ns::text;
+            holds[p_slots[i]] := r.reset_after;  -- a state in debt is kept until it is repaid
+        ELSE
+            all_ok := false;
+        END IF;
+        oks := oks || r.ok;
+        out_ := out_ || ARRAY[CASE WHEN r.ok THEN 1 ELSE 0 END, r.remaining, r.reset_after,
+                              r.retry_after, r.delay]::float8[];
+    END LOOP;
+    IF all_ok AND p_write THEN
+        FOR j IN 1 .. nslots LOOP
+            IF works[j] IS DISTINCT FROM olds[j] THEN
+                IF works[j] IS NULL THEN
+                    DELETE FROM {state} WHERE key = s_keys[j] AND part = s_parts[j];
+                ELSE
+                    UPDATE {state} SET state = works[j]::float8[],
+                        expires_at = clock_timestamp()
+                            + make_interval(secs => greatest(s_horizons[j], holds[j]) + p_extra)
+                    WHERE key = s_keys[j] AND part = s_parts[j];
+                END IF;
+            END IF;
+        END LOOP;
+    ELSIF NOT all_ok THEN
+        FOR i IN 1 .. n LOOP
+            IF oks[i] THEN
+                r := {f_step}(p_algos[i], olds[p_slots[i]]::float8[], now_, 0, p_amounts[i],
+                              p_pers[i], p_caps[i], 0, p_keeps[i], 0);
+                out_[5 * i - 4] := CASE WHEN r.ok THEN 1 ELSE 0 END;
+                out_[5 * i - 3] := r.remaining;
+                out_[5 * i - 2] := r.reset_after;
+                out_[5 * i - 1] := r.retry_after;
+                out_[5 * i] := r.delay;
+            END IF;
+        END LOOP;
+    END IF;
+    IF p_cleanup > 0 THEN
+        PERFORM {f_cleanup}(p_cleanup);
+    END IF;
+    RETURN out_ || now_;
 END
 $rk$
