@@ -46,8 +46,9 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import Future
+from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -56,10 +57,11 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from ratekeeper.algorithms import State, evaluate
+from ratekeeper.algorithms.checks import CHARGE, HIT, REFUND, Check, Slot, evaluate_checks
 from ratekeeper.algorithms.concurrency import acquire_lease, release_lease
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, StoreUnavailable
-from ratekeeper.stores.base import Rule
+from ratekeeper.stores.base import Applied, Rule
 
 __all__ = ["AsyncNatsStore", "NatsStore", "kv_key"]
 
@@ -415,15 +417,183 @@ class AsyncNatsStore:
             news, decision = evaluate(algorithm, limits, states, now, cost)
             if news is None or not write or news == states:
                 return False, decision
-            for part, limit, new in zip(parts, limits, news, strict=True):
+            for part, limit, new, each in zip(parts, limits, news, decision.per_limit, strict=True):
                 if new is None:
                     entry.parts.pop(part, None)
-                else:
-                    entry.parts[part] = [new, now + algorithm.horizon(limit)]
+                else:  # kept until replenished: longer than the horizon for a state in debt
+                    entry.parts[part] = [new, now + max(algorithm.horizon(limit), each.reset_after)]
             entry.now = now
             return True, decision
 
         return await self._update(key, change, give_up)
+
+    # -- several checks at once (chains, reservations, priority classes) -------------------------
+
+    async def apply_checks(
+        self,
+        checks: Sequence[Check],
+        now: float,
+        write: bool = True,
+        give_up: float | None = None,
+    ) -> Applied:
+        """Several checks, all-or-nothing, in one multi-entry CAS loop (see `_cas_many`)."""
+        if give_up is None:
+            give_up = _clock() + self.timeout
+        names = {check.key: kv_key(check.key) for check in checks}
+        order = sorted(set(names.values()))
+        try:
+            async with asyncio.timeout(give_up - _clock()):
+                kv = await self._bucket()
+                async with AsyncExitStack() as stack:
+                    for name in order:  # in-process turns, taken in one order: no deadlock
+                        await stack.enter_async_context(self._turn(name))
+                    if len(order) == 1:
+                        key = checks[0].key
+                        return await self._cas(kv, order[0], key, _change_of(checks, now, write))
+                    if write and not any(check.mode == HIT for check in checks):
+                        return await self._settle_each(kv, checks, names, now)
+                    return await self._cas_many(kv, checks, names, order, now, write)
+        except StoreUnavailable:
+            raise
+        except TimeoutError:
+            for name in order:  # a write may or may not have happened
+                self._cache.pop(name, None)
+            raise self._no_answer(f"no answer within {self.timeout:g}s") from None
+        except _UNAVAILABLE as exc:
+            for name in order:
+                self._cache.pop(name, None)
+            raise _unavailable(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, name: str) -> AsyncIterator[None]:
+        """This process's turn on one entry (as `_update` takes it)."""
+        locks = self._locks
+        slot = locks.get(name)
+        if slot is None:
+            slot = locks[name] = [asyncio.Lock(), 0]
+        slot[1] += 1
+        try:
+            async with slot[0]:
+                yield
+        finally:
+            slot[1] -= 1
+            if not slot[1] and locks.get(name) is slot:
+                del locks[name]
+
+    async def _read(self, kv: Any, name: str) -> tuple[_Entry, bytes | None]:
+        try:
+            got = await kv.get(name)
+        except _MISSING:
+            return _Entry(None, 0), None
+        return _Entry(got.value, got.revision or 0), got.value
+
+    async def _settle_each(
+        self, kv: Any, checks: Sequence[Check], names: dict[str, str], now: float
+    ) -> Applied:
+        """Unconditional checks only (a reservation's settlement): none can be denied, so each
+        entry is updated on its own, in its own CAS loop, exactly once."""
+        decisions: dict[int, Decision] = {}
+        for key, name in sorted(names.items(), key=lambda item: item[1]):
+            mine = [i for i, check in enumerate(checks) if check.key == key]
+            applied = await self._cas(
+                kv, name, key, _change_of([checks[i] for i in mine], now, True)
+            )
+            decisions.update(zip(mine, applied.decisions, strict=True))
+        return Applied([decisions[i] for i in range(len(checks))], now)
+
+    async def _cas_many(
+        self,
+        kv: Any,
+        checks: Sequence[Check],
+        names: dict[str, str],
+        order: list[str],
+        now: float,
+        write: bool,
+    ) -> Applied:
+        """Read every entry, decide, then write each changed entry with a compare-and-swap, in
+        ``order``. A conflict on one entry after others were written rolls those back (a CAS
+        back to what they held; if someone wrote meanwhile, an inverse update: a refund of what
+        this request charged) and starts again from fresh reads. While a request's entries are
+        being written, another caller may see part of its charge and be denied: a transient
+        under-admission, never an over-admission (every admitted request's writes all landed).
+        """
+        cache = self._cache
+        for attempt in range(self.max_retries):
+            entries: dict[str, _Entry] = {}
+            raws: dict[str, bytes | None] = {}
+            cached = attempt == 0 and all(name in cache for name in order)
+            for name in order:
+                if cached:
+                    revision, data = cache[name]
+                    entries[name], raws[name] = _Entry(data, revision), data
+                else:
+                    entries[name], raws[name] = await self._read(kv, name)
+            states: dict[Slot, State] = {
+                (c.key, part): entries[names[c.key]].state(part, now)
+                for c in checks
+                for part in c.rule.parts
+            }
+            writes, decisions, holds = evaluate_checks(checks, states, now)
+            if writes is None or not write or not writes:
+                if cached:
+                    continue  # answer from fresh reads
+                return Applied(decisions, now)
+            touched = _store_writes(checks, names, entries, writes, holds, now)
+            written: list[tuple[str, int, bytes | None]] = []
+            conflict = False
+            for name in order:
+                if name not in touched:
+                    continue
+                entry = entries[name]
+                data = entry.encode()
+                try:
+                    if entry.revision:
+                        revision = await kv.update(name, data, last=entry.revision)
+                    else:
+                        revision = await kv.create(name, data)
+                except _CONFLICT:
+                    cache.pop(name, None)
+                    conflict = True
+                    break
+                written.append((name, revision, raws[name]))
+                if len(cache) >= _CACHE_SIZE:
+                    cache.clear()
+                cache[name] = (revision, data)
+            if not conflict:
+                return Applied(decisions, now)
+            for name, revision, raw in written:
+                await self._roll_back(kv, name, revision, raw, checks, names, now)
+            await asyncio.sleep(random.uniform(0, min(0.0005 * 2**attempt, 0.02)))
+        raise StoreUnavailable(
+            f"nats: no consistent update of {sorted(names)!r} after {self.max_retries} attempts "
+            "(contention)"
+        )
+
+    async def _roll_back(
+        self,
+        kv: Any,
+        name: str,
+        revision: int,
+        raw: bytes | None,
+        checks: Sequence[Check],
+        names: dict[str, str],
+        now: float,
+    ) -> None:
+        """Undo this request's write of one entry: put back what it held if nobody wrote since,
+        else apply the inverse of this request's checks on that entry (refund what was charged)."""
+        self._cache.pop(name, None)
+        try:
+            await kv.update(name, raw or _EMPTY, last=revision)
+            return
+        except _CONFLICT:
+            pass
+        inverse = [
+            Check(c.key, c.rule, c.cost, CHARGE if c.mode == REFUND else REFUND, at=now)
+            for c in checks
+            if names[c.key] == name and c.cost
+        ]
+        key = next(c.key for c in checks if names[c.key] == name)
+        await self._cas(kv, name, key, _change_of(inverse, now, True))
 
     async def reset(self, key: str, rule: Rule, give_up: float | None = None) -> None:
         def change(entry: _Entry) -> tuple[bool, None]:
@@ -549,6 +719,9 @@ class NatsStore:
     def peek(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
         return self._call(functools.partial(self.aio._decide, key, rule, cost, now, False))
 
+    def apply_checks(self, checks: Sequence[Check], now: float, write: bool = True) -> Applied:
+        return self._call(functools.partial(self.aio.apply_checks, checks, now, write))
+
     def reset(self, key: str, rule: Rule) -> None:
         self._call(functools.partial(self.aio.reset, key, rule))
 
@@ -590,6 +763,54 @@ async def _until_shutdown(
         store = ref()
         if store is not None and store._loop is loop:
             await store._leave_loop(loop, store._nc)
+
+
+_EMPTY = b'{"s":{}}'  # an entry holding no state (what a rolled-back new entry becomes)
+
+
+def _change_of(
+    checks: Sequence[Check], now: float, write: bool
+) -> Callable[[_Entry], tuple[bool, Applied]]:
+    """The CAS change of checks that all live in one entry."""
+
+    def change(entry: _Entry) -> tuple[bool, Applied]:
+        states = {(c.key, part): entry.state(part, now) for c in checks for part in c.rule.parts}
+        writes, decisions, holds = evaluate_checks(checks, states, now)
+        if writes is None or not write or not writes:
+            return False, Applied(decisions, now)
+        name = kv_key(checks[0].key)
+        _store_writes(checks, {c.key: name for c in checks}, {name: entry}, writes, holds, now)
+        return True, Applied(decisions, now)
+
+    return change
+
+
+def _store_writes(
+    checks: Sequence[Check],
+    names: dict[str, str],
+    entries: dict[str, _Entry],
+    writes: dict[Slot, State],
+    holds: dict[Slot, float],
+    now: float,
+) -> set[str]:
+    """Put ``writes`` into their entries (each state kept until it is replenished, a debt
+    included); returns the names of the entries changed."""
+    horizons: dict[Slot, float] = {}
+    for c in checks:
+        for part, limit in zip(c.rule.parts, c.rule.limits, strict=True):
+            slot = (c.key, part)
+            horizons[slot] = max(horizons.get(slot, 0.0), c.rule.algorithm.horizon(limit))
+    touched = set()
+    for (key, part), state in writes.items():
+        name = names[key]
+        entry = entries[name]
+        if state is None:
+            entry.parts.pop(part, None)
+        else:
+            entry.parts[part] = [state, now + max(horizons[(key, part)], holds[(key, part)])]
+        entry.now = now
+        touched.add(name)
+    return touched
 
 
 async def _quiet() -> None:
