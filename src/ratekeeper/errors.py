@@ -32,6 +32,17 @@ class RateLimitExceeded(Exception):
                 )
         super().__init__(message)
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The HTTP headers of this denial (netrun's ``exc.headers``): the rate-limit headers of
+        :meth:`Decision.headers`, or those a web integration chose to send (it sets them)."""
+        given: dict[str, str] | None = self.__dict__.get("_headers")
+        return dict(given) if given is not None else self.decision.headers()
+
+    @headers.setter
+    def headers(self, value: dict[str, str] | None) -> None:
+        self.__dict__["_headers"] = None if value is None else dict(value)
+
 
 class RateLimitTimeout(RateLimitExceeded, TimeoutError):
     """``acquire(timeout=...)`` could not get a slot in time; ``decision`` is the last denial."""

@@ -20,7 +20,17 @@ LAYERS = [
     ("registry", ["registry", "config", "observability", "testing"]),
     (
         "integrations",
-        ["integrations", "admin", "clients", "simulate", "loadtest", "cli", "__main__", "__init__"],
+        [
+            "integrations",
+            "admin",
+            "clients",
+            "compat",
+            "simulate",
+            "loadtest",
+            "cli",
+            "__main__",
+            "__init__",
+        ],
     ),
 ]
 STORES = [name for name, _ in LAYERS].index("stores")
