@@ -2,7 +2,13 @@
 the local decision latency, for three regions (private redis-servers) whose links to each other
 go through FaultProxy with a cross-region latency (each way).
 
-    python -m benchmarks.multiregion [--seconds 10] [--latency 0.05] [--rate 100]
+    python -m benchmarks.multiregion [--seconds 10] [--latency 0.05] [--rate 100] [--store S]
+
+``--store redis`` (default): three private redis-servers; Redis has no unconditional charge yet,
+so a remote charge is a conditional hit that a region already at its limit refuses (and loses).
+``--store postgres``: the three regions are three table prefixes on the PostgreSQL server of
+``$RATEKEEPER_POSTGRES_URL`` (``scripts/services``), reached through the proxies; PostgreSQL applies
+a charge unconditionally (``apply_checks``), the design's full guarantee.
 
 One key, limit ``rate``/second (token bucket, burst = rate), demand above the limit in every
 run. The ideal global admission over T seconds is rate x (1 + T) (the full bucket, then the
@@ -14,6 +20,7 @@ refill); over-admission is admitted - ideal. Steady: every region sends an even 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -25,6 +32,7 @@ from tests.faultproxy import FaultProxy
 
 from benchmarks.redis_server import RedisServer
 from ratekeeper import Limit, RateLimiter
+from ratekeeper.stores.base import Store
 from ratekeeper.stores.multiregion import MultiRegionStore
 from ratekeeper.stores.redis import RedisStore
 
@@ -33,19 +41,26 @@ STEADY_DEMAND = 2.0  # x the limit, all regions together
 BURST_EVERY = 1.0  # seconds between the bursts of the bursty load
 FLUSH_SECONDS = 10.0
 REMOTE = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0, "pool_timeout": 2.0}
+PG_REMOTE = {"statement_timeout": 2.0, "pool_timeout": 10.0}
 
 
-def _regions(ports: list[int], proxies: list[FaultProxy]) -> list[MultiRegionStore]:
+def _regions(ports: list[int], proxies: list[FaultProxy], store: str) -> list[MultiRegionStore]:
     prefix = f"rkbench-mr:{uuid.uuid4().hex[:8]}"
+
+    def make(i: int, port: int, remote: bool) -> Store:
+        if store == "redis":
+            url = f"redis://127.0.0.1:{port}/0"
+            return RedisStore.from_url(url, prefix=prefix, **(REMOTE if remote else {}))
+        from ratekeeper.stores.postgres import PostgresStore
+
+        url = os.environ["RATEKEEPER_POSTGRES_URL"].replace(f":{ports[0]}/", f":{port}/")
+        options: dict[str, Any] = {"table_prefix": f"mr{i}_", **(PG_REMOTE if remote else {})}
+        return PostgresStore.from_url(url, **options)
+
     stores = []
     for i, port in enumerate(ports):
-        local = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix=prefix)
-        remotes = [
-            RedisStore.from_url(f"redis://127.0.0.1:{proxies[j].port}/0", prefix=prefix, **REMOTE)
-            for j in range(len(ports))
-            if j != i
-        ]
-        stores.append(MultiRegionStore(local, remotes))
+        remotes = [make(j, proxies[j].port, True) for j in range(len(ports)) if j != i]
+        stores.append(MultiRegionStore(make(i, port, False), remotes))
     return stores
 
 
@@ -77,13 +92,13 @@ def _load(
 
 
 def _one(
-    kind: str, ports: list[int], latency: float, rate: float, seconds: float
+    kind: str, ports: list[int], latency: float, rate: float, seconds: float, store: str
 ) -> dict[str, Any]:
     with ExitStack() as stack:
         proxies = [stack.enter_context(FaultProxy("127.0.0.1", port)) for port in ports]
         for proxy in proxies:
             proxy.set_mode("latency", latency=latency)
-        stores = _regions(ports, proxies)
+        stores = _regions(ports, proxies, store)
         limiters = [RateLimiter(Limit(int(rate), per=1), store=s) for s in stores]
         results: list[dict[str, Any]] = [{} for _ in stores]
         threads = [
@@ -96,13 +111,14 @@ def _one(
         while any(t.is_alive() for t in threads):
             lag = max([lag] + [r.lag for s in stores for r in s.replication()])
             time.sleep(0.01)
-        for store in stores:
-            store.flush(FLUSH_SECONDS)
-            store.close()
+        for region in stores:
+            region.flush(FLUSH_SECONDS)
+            region.close()
     latencies = sorted(x for r in results for x in r["latencies"])
     admitted = sum(r["admitted"] for r in results)
     ideal = rate * (1 + seconds) if kind == "steady" else rate * (1 + seconds - BURST_EVERY)
     return {
+        "store": store,
         "load": kind,
         "seconds": seconds,
         "latency": latency,
@@ -118,14 +134,21 @@ def _one(
 
 
 def run(
-    seconds: float = 10.0, latency: float = 0.05, rate: float = 100, ports: list[int] | None = None
+    seconds: float = 10.0,
+    latency: float = 0.05,
+    rate: float = 100,
+    ports: list[int] | None = None,
+    store: str = "redis",
 ) -> list[dict[str, Any]]:
     """Both loads; private redis-servers unless ``ports`` names three running ones."""
     with ExitStack() as stack:
-        if ports is None:
+        if store == "postgres":
+            port = int(os.environ["RATEKEEPER_POSTGRES_URL"].rsplit(":", 1)[1].split("/")[0])
+            ports = [port] * REGIONS
+        elif ports is None:
             urls = [stack.enter_context(RedisServer()) for _ in range(REGIONS)]
             ports = [int(url.rsplit(":", 1)[1].split("/")[0]) for url in urls]
-        return [_one(kind, ports, latency, rate, seconds) for kind in ("steady", "bursty")]
+        return [_one(kind, ports, latency, rate, seconds, store) for kind in ("steady", "bursty")]
 
 
 def main() -> None:
@@ -133,16 +156,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds, each way")
     parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--store", choices=("redis", "postgres"), default="redis")
     args = parser.parse_args()
-    rows = run(args.seconds, args.latency, args.rate)
+    rows = run(args.seconds, args.latency, args.rate, store=args.store)
     print(
-        "| load | cross-region latency | limit | ideal | admitted | over | local p50 | local p99 "
-        "| max lag |"
+        "| store | load | cross-region latency | limit | ideal | admitted | over | local p50 "
+        "| local p99 | max lag |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['load']} | {1000 * r['latency']:.0f} ms each way | {r['limit']} "
+            f"| {r['store']} | {r['load']} | {1000 * r['latency']:.0f} ms each way | {r['limit']} "
             f"| {r['ideal']:.0f} | {r['admitted']} | {r['over']:+.0f} ({r['over_pct']:+.1f}%) "
             f"| {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['max_lag_ms']:.0f} ms |"
         )

@@ -16,8 +16,10 @@ import pytest
 from ratekeeper import AsyncRateLimiter, RateLimiter
 from ratekeeper.errors import ConfigError
 from ratekeeper.stores import multiregion
+from ratekeeper.stores.memory import MemoryStore
 from ratekeeper.stores.multiregion import AsyncMultiRegionStore, MultiRegionStore
 from ratekeeper.stores.redis import AsyncRedisStore, RedisStore
+from ratekeeper.testing import FakeClock
 from tests.faultproxy import FaultProxy
 
 from .test_redis import PrivateRedis
@@ -248,3 +250,27 @@ def test_the_benchmark_runs(servers: list[PrivateRedis]) -> None:
     rows = bench.run(seconds=1.0, latency=0.02, rate=50, ports=[s.port for s in servers])
     assert {row["load"] for row in rows} == {"steady", "bursty"}
     assert all(row["admitted"] >= row["ideal"] * 0.9 for row in rows)
+
+
+def test_charges_are_unconditional_on_a_store_that_can_charge() -> None:
+    """On a CheckStore (memory here) a charge goes into debt rather than being refused, so a
+    region whose own traffic used up its budget still counts the other regions' admissions."""
+    clock = FakeClock(1000.0)
+    here, there = MemoryStore(), MemoryStore()
+    region_a = MultiRegionStore(here, [there])
+    region_b = MultiRegionStore(there, [here])
+    a = RateLimiter("10/minute", store=region_a, clock=clock)
+    b = RateLimiter("10/minute", store=region_b, clock=clock)
+    assert all(b.hit("k").allowed for _ in range(10))  # b uses the whole budget...
+    assert all(a.hit("k").allowed for _ in range(5))  # ...a, not told yet, admits 5 (the lag)
+    assert region_a.flush(FLUSH_BOUND) and region_b.flush(FLUSH_BOUND)
+    assert [s.refused for s in (*region_a.replication(), *region_b.replication())] == [0, 0]
+    # both regions now count 15 of 10: 5 in debt, waited off before anyone is admitted again
+    clock.advance(30)  # 5 units refilled: the debt is paid, nothing more
+    assert not a.hit("k").allowed and not b.hit("k").allowed
+    clock.advance(6.5)
+    assert a.hit("k").allowed  # one unit...
+    assert region_a.flush(FLUSH_BOUND)
+    assert not b.hit("k").allowed  # ...counted in both regions
+    region_a.close()
+    region_b.close()

@@ -7,13 +7,20 @@ Each admitted request is then charged, in the background, to every remote store 
 rule, cost and clock reading), so that every region's store counts the whole world's usage,
 late by the replication lag. Remote regions do the same towards this one.
 
-Guarantee (the one Upstash's multi-region mode gives, measured in the README): every region
-admits only what its own store allows, and its store counts every region's admissions once they
-arrive. Over-admission is what the other regions admitted during the lag: at a steady global rate
-r and a lag l, about (regions - 1) x r x l; a simultaneous burst in every region can take each
-region's full burst before the charges cross (at most regions x burst in all). Never
-under-admission beyond the charges themselves (a charge that arrives when a remote is already
-full is refused there and lost: its region then refills early, within the same bound).
+Charges are unconditional where the remote store can apply one (`CheckStore.apply_checks`
+with a ``CHARGE``: memory, PostgreSQL, NATS): the remote's budget may go into debt, which its
+region then waits off, so every admission anywhere is counted everywhere once it arrives. On a
+store that can only ``hit`` (Redis and DynamoDB until their ``apply_checks`` ports land) a charge
+is a conditional hit, refused when that store counts the limit as used up already, and a refused
+charge is lost: under sustained demand above the limit the regions then barely see each other
+(measured in the README).
+
+Guarantee with unconditional charges (the one Upstash's multi-region mode gives, measured in the
+README): every region admits only what its own store allows, and its store counts every region's
+admissions once they arrive. Over-admission is what the other regions admitted during the lag,
+an amount, not a rate: about (regions - 1) x r x l at a limit's rate r and a lag l, and when
+every region bursts at once, up to (regions - 1) x burst more. No under-admission: a region
+waits off exactly the debt of what was admitted.
 
 - ``peek`` is local. ``reset`` is local at once and replicated like a charge.
 - Concurrency leases (``max_concurrent``) are per region: a lease is local, never replicated.
@@ -24,9 +31,7 @@ full is refused there and lost: its region then refills early, within the same b
 - If the local store is down, the local store's errors are the decision's
   (`StoreUnavailable`, then the limiter's ``on_store_error``): no other region is asked.
 - Consecutive charges of one key and rule wait for the remote together and are applied as one
-  hit of their summed cost (one cross-region round trip per batch, whatever the rate); a batch
-  the remote refuses (it counts the limit as used up already) is lost as a whole, within the
-  same bound.
+  charge of their summed cost (one cross-region round trip per batch, whatever the rate).
 - Remote stores are only used in the background: give them timeouts above the cross-region
   round trip, connection setup included (a Redis connection takes several round trips), e.g.
   ``RedisStore.from_url(url, socket_timeout=2, socket_connect_timeout=2)``.
@@ -48,9 +53,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ratekeeper.algorithms.checks import CHARGE, Check
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, StoreUnavailable
-from ratekeeper.stores.base import AsyncStore, Rule, Store
+from ratekeeper.stores.base import AsyncCheckStore, AsyncStore, CheckStore, Rule, Store
 
 __all__ = ["AsyncMultiRegionStore", "MultiRegionStore", "RemoteStatus"]
 
@@ -76,6 +82,11 @@ class Charge:
     def horizon(self) -> float:
         """Seconds after which the charge has no effect left on any of its limits."""
         return max(limit.per for limit in self.rule.limits)
+
+    def check(self) -> Check:
+        """The unconditional charge of these requests (the remote's budget may go into debt)."""
+        assert self.cost is not None
+        return Check(self.key, self.rule, self.cost, CHARGE)
 
     def joins(self, other: Charge) -> bool:
         """Whether ``other`` (made later) can be applied together with this one, as one hit."""
@@ -230,6 +241,8 @@ class MultiRegionStore:
             try:
                 if charge.cost is None:
                     remote.reset(charge.key, charge.rule)
+                elif isinstance(remote, CheckStore):
+                    remote.apply_checks([charge.check()], charge.now)
                 else:
                     result = remote.hit(charge.key, charge.rule, charge.cost, charge.now)
             except Exception:  # StoreUnavailable or a driver's error: retry later
@@ -350,6 +363,8 @@ class AsyncMultiRegionStore:
             try:
                 if charge.cost is None:
                     await remote.reset(charge.key, charge.rule)
+                elif isinstance(remote, AsyncCheckStore):
+                    await remote.apply_checks([charge.check()], charge.now)
                 else:
                     result = await remote.hit(charge.key, charge.rule, charge.cost, charge.now)
             except Exception:  # StoreUnavailable or a driver's error: retry later
