@@ -18,6 +18,7 @@ URLS = {
     "redis://localhost:6379/0": "RATEKEEPER_REDIS_URL",
     "postgresql://localhost/app": "RATEKEEPER_POSTGRES_URL",
     "nats://localhost:4222": "RATEKEEPER_NATS_URL",
+    "dynamodb://us-east-1/ratekeeper": "RATEKEEPER_DYNAMODB_URL",
 }
 
 
