@@ -50,7 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "socket_timeout": 0.5,
     "socket_connect_timeout": 0.5,  # seconds to wait for a TCP/TLS connection
     "retries": 1,  # immediate retries of a command after a connection error (no backoff)
-    "max_connections": 64,  # pool size (standalone: a blocking pool; callers wait for a slot)
+    # pool size (standalone: a blocking pool), calls in flight (asyncio Cluster): callers wait
+    "max_connections": 64,
     "pool_timeout": 0.5,  # seconds a caller waits for a free pooled connection
 }
 
@@ -286,8 +287,9 @@ class RedisCore:
     ) -> Self:
         """A store with its own client and pool, created on first use. Options (defaults):
         ``socket_timeout`` (0.5 s), ``socket_connect_timeout`` (0.5 s), ``retries`` (1 immediate
-        retry after a connection error), ``max_connections`` (64, standalone: callers wait for a
-        free connection), ``pool_timeout`` (1 s), and any keyword redis-py's client accepts."""
+        retry after a connection error), ``max_connections`` (64: standalone, callers wait for a
+        free connection; asyncio Cluster, for one of 64 calls in flight), ``pool_timeout``
+        (0.5 s), and any keyword redis-py's client accepts."""
         unknown = set(options) & {"client"}
         if unknown:
             raise ConfigError(f"from_url() does not take {', '.join(sorted(unknown))}")
@@ -295,7 +297,7 @@ class RedisCore:
         store._setup(prefix, time_source, pipelining)
         options = {**DEFAULTS, **options}
         store.timeout = _timeout(options["socket_timeout"])
-        store._open(None, build_client(url, cls._aio, options))
+        store._open(None, build_client(url, cls._aio, options), options["max_connections"])
         return store
 
     def _setup(self, prefix: str, time_source: TimeSource, pipelining: bool) -> None:
@@ -315,14 +317,18 @@ class RedisCore:
         self._bases: dict[str, bytes] = {}
         self._pipelining = bool(pipelining)
 
-    def _open(self, client: Any, factory: Callable[[], Any] | None) -> None:
-        """The wire to the server: on ``client``, or on the clients ``factory`` builds."""
+    def _open(
+        self, client: Any, factory: Callable[[], Any] | None, max_calls: int | None = None
+    ) -> None:
+        """The wire to the server: on ``client``, or on the clients ``factory`` builds;
+        ``max_calls``: see `WireBase`."""
         self._wire = self._wire_type(
             client,
             factory,
             timeout=self.timeout,
             refused=self.server_clock.forget,
             pipelining=self._pipelining,
+            max_calls=max_calls,
         )
 
     def __repr__(self) -> str:

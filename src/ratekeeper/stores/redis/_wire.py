@@ -20,6 +20,16 @@ the pool's checkout and health check), forgotten in a forked child; the socket's
 is left of the budget; the Cluster client's calls run in worker threads that the caller stops
 waiting for. Async: one client per event loop, closed when ``asyncio.run`` shuts the loop down;
 the calls made in one loop iteration go out together as one pipeline.
+
+The asyncio Cluster client (redis-py 7.x) routes a command sent before it knows the slots to a
+random node: at a cold start, or after it dropped its topology (``aclose`` after a burst of
+``MOVED`` or a ``CLUSTERDOWN``), tasks arriving together draw ``MOVED`` replies, and every fifth
+one makes the client close all its nodes' connections, those other tasks are using included
+("Connection closed by server", ``AttributeError: 'NoneType' object has no attribute
+'writelines'``). So the wire has the client learn the slots first, one task at a time, bounds the
+calls in flight (``max_calls``: callers wait for a slot within their deadline, rather than each
+opening a connection per node), turns whatever else the client raises into `StoreUnavailable`,
+and closes every node the client ever had.
 """
 
 from __future__ import annotations
@@ -95,6 +105,7 @@ TRANSIENT_REPLIES = frozenset(
 _RAW = {"NEVER_DECODE": True}  # script replies carry packed doubles: never decode them as text
 _MAX_PIPELINES = 4  # pipelines in flight at once per event loop; more callers queue for the next
 _SLOW_WORKERS = 32  # threads running the sync Cluster client's calls, so that they can time out
+_UNBOUNDED = 2**31  # redis-py's default max_connections: no bound
 _NO_RETRY = Retry(NoBackoff(), 0)
 _clock = time.monotonic  # deadlines: monotonic seconds (asyncio's loop.time() may differ)
 
@@ -220,7 +231,9 @@ class WireBase:
     ``client``: a redis-py client, or None with ``factory``, which builds them (on first use,
     and again after ``close()``). ``timeout``: the seconds of a whole call (for messages).
     ``refused`` is called when a script refused to run because its caller had given up.
-    ``pipelining``: see :class:`AsyncWire` (no effect on the synchronous wire).
+    ``pipelining``: see :class:`AsyncWire` (no effect on the synchronous wire). ``max_calls``:
+    calls in flight at once on an asyncio Cluster client (None: the client's own
+    ``max_connections``); more callers wait for a slot, within their deadline.
     """
 
     def __init__(
@@ -231,11 +244,13 @@ class WireBase:
         timeout: float,
         refused: Callable[[], None],
         pipelining: bool = True,
+        max_calls: int | None = None,
     ) -> None:
         self.factory = factory
         self.timeout = timeout
         self._refused = refused
         self._pipelining = pipelining
+        self._max_calls = max_calls
         self.client = client
         self._start()
 
@@ -247,6 +262,16 @@ class WireBase:
         if str(exc).startswith(REFUSED):
             self._refused()
         return failure(exc)
+
+    def _raised(self, exc: BaseException) -> BaseException:
+        """What a command through redis-py's client raises for ``exc``: :meth:`_failure`, and
+        `StoreUnavailable` for anything that is neither an error reply nor an argument redis-py
+        refused to encode: its own slips under concurrency (an ``AttributeError`` from the asyncio
+        Cluster client's connection handling) are no answer from the store either."""
+        error = self._failure(exc)
+        if error is exc and not isinstance(exc, (rex.ResponseError, rex.DataError)):
+            return unavailable(exc)
+        return error
 
 
 # --------------------------------------------------------------------------- sync
@@ -376,7 +401,7 @@ class Wire(WireBase):
                 assert script is not None
                 return client.execute_command("EVAL", script.source, *args, **_RAW)
         except Exception as exc:
-            error = self._failure(exc)
+            error = self._raised(exc)
             if error is exc:
                 raise
             raise error from exc
@@ -451,21 +476,25 @@ _Item: TypeAlias = tuple[bytes, Call, float, "asyncio.Future[Any]"]
 
 class _Loop:
     """What an :class:`AsyncWire` holds in one event loop: a client built in that loop (its
-    connections, locks and futures belong to it), the pipeline queue and the loop's shutdown
-    hook."""
+    connections, locks and futures belong to it), the pipeline queue, the loop's shutdown hook,
+    and for a Cluster client: the gate of its calls in flight, the lock under which one task at
+    a time has it learn the slots, and every node it ever had (by id)."""
 
     __slots__ = (
         "client",
         "flushes",
+        "gate",
         "get_args",
         "hook",
         "in_flight",
+        "learning",
+        "nodes",
         "pending",
         "pool",
         "scheduled",
     )
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, max_calls: int | None) -> None:
         self.client = client
         self.pool: Any
         self.get_args: tuple[str, ...]
@@ -475,6 +504,21 @@ class _Loop:
         self.in_flight = 0
         self.flushes: set[asyncio.Task[None]] = set()
         self.hook: Any = None
+        self.gate: asyncio.Semaphore | None = None
+        self.learning = asyncio.Lock()
+        self.nodes: dict[int, Any] = {}
+        manager = getattr(client, "nodes_manager", None)
+        if manager is not None:  # a Cluster client
+            if max_calls is None:
+                max_calls = int(manager.connection_kwargs.get("max_connections", _UNBOUNDED))
+            self.gate = asyncio.Semaphore(max_calls)
+
+    def remember_nodes(self) -> None:
+        """Note the Cluster client's nodes: it drops nodes when the topology changes (closing
+        only their idle connections), and closes none while it is re-learning the slots."""
+        manager = self.client.nodes_manager
+        for node in (*manager.nodes_cache.values(), *manager.startup_nodes.values()):
+            self.nodes[id(node)] = node
 
 
 async def _until_shutdown(ref: weakref.ref[AsyncWire], loop: Any) -> AsyncIterator[None]:
@@ -533,10 +577,10 @@ class AsyncWire(WireBase):
         if here is not None:
             return here
         if self.factory is None:
-            here = _Loop(self.client)
+            here = _Loop(self.client, self._max_calls)
         else:
             try:
-                here = _Loop(self.factory())
+                here = _Loop(self.factory(), self._max_calls)
             except Exception as exc:
                 raise failure(exc) from exc
         self._loops[loop] = here
@@ -554,6 +598,11 @@ class AsyncWire(WireBase):
             await asyncio.gather(*here.flushes, return_exceptions=True)
         if self.factory is not None:
             await _close(here.client)
+            if here.gate is not None:
+                here.remember_nodes()
+                await asyncio.gather(
+                    *(node.disconnect() for node in here.nodes.values()), return_exceptions=True
+                )
 
     def _launch(self, here: _Loop) -> None:
         """Send what the tasks queued during this loop iteration, as one pipeline."""
@@ -639,16 +688,33 @@ class AsyncWire(WireBase):
     async def _execute(self, here: _Loop, give_up: float, args: tuple[Any, ...]) -> Any:
         try:
             async with asyncio.timeout(give_up - _clock()):
-                return await here.client.execute_command(*args, **_options(args))
+                if here.gate is None:
+                    return await here.client.execute_command(*args, **_options(args))
+                async with here.gate:
+                    return await self._on_cluster(here, args)
         except TimeoutError:
             raise timed_out(self.timeout) from None
         except rex.NoScriptError:
             raise
         except Exception as exc:
-            error = self._failure(exc)
+            error = self._raised(exc)
             if error is exc:
                 raise
             raise error from exc
+
+    async def _on_cluster(self, here: _Loop, args: tuple[Any, ...]) -> Any:
+        """A command through a Cluster client that knows the slots: without a default node
+        (cold, or its topology dropped) redis-py 7 sends a keyed command to a random node, so
+        one task at a time has it learn them first while the others wait."""
+        client = here.client
+        try:
+            if client.get_default_node() is None:
+                async with here.learning:
+                    if client.get_default_node() is None:
+                        await client.initialize()
+            return await client.execute_command(*args, **_options(args))
+        finally:
+            here.remember_nodes()
 
     async def close(self) -> None:
         """Close this loop's client (a factory's); the wire builds another on next use."""
