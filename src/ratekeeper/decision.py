@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -10,6 +11,7 @@ from ratekeeper.limits import Limit
 __all__ = ["Decision", "combine", "from_rows"]
 
 INF = math.inf
+POLICY_TEXTS_CACHED = 1024  # distinct limits whose policy text is kept formatted
 
 
 class Decision:
@@ -97,10 +99,11 @@ class Decision:
         never pass (``retry_after`` is infinite).
         """
         items = self.per_limit
-        policies = ", ".join(
-            f'"{d.policy.name}";q={d.policy.amount};w={_secs(d.policy.per)}' for d in items
-        )
-        states = ", ".join(f'"{d.policy.name}";r={d.remaining};t={_t(d)}' for d in items)
+        if len(items) == 1:  # one limit, the common case: no joins
+            policies, states = _policy_text(self.policy), _state_text(self)
+        else:
+            policies = ", ".join(_policy_text(d.policy) for d in items)
+            states = ", ".join(_state_text(d) for d in items)
         headers = {
             "RateLimit-Policy": policies,
             "RateLimit": states,
@@ -111,6 +114,17 @@ class Decision:
         if not self.allowed and self.retry_after != INF:
             headers["Retry-After"] = str(_ceil(self.retry_after))
         return headers
+
+
+@functools.lru_cache(maxsize=POLICY_TEXTS_CACHED)
+def _policy_text(policy: Limit) -> str:
+    """A limit's item of ``RateLimit-Policy`` (the same for every decision: formatted once)."""
+    return f'"{policy.name}";q={policy.amount};w={_secs(policy.per)}'
+
+
+def _state_text(d: Decision) -> str:
+    """A limit's item of ``RateLimit``."""
+    return f'"{d.policy.name}";r={d.remaining};t={_t(d)}'
 
 
 def _secs(value: float) -> int:

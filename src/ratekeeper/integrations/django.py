@@ -152,6 +152,7 @@ def _reset(setting: str = "", **kwargs: Any) -> None:
     global _engine
     if setting == "RATEKEEPER":
         _engine = None
+    _skipping.clear()  # any setting (ROOT_URLCONF...) may change what a path resolves to
 
 
 setting_changed.connect(_reset, dispatch_uid="ratekeeper.integrations.django")
@@ -160,12 +161,11 @@ setting_changed.connect(_reset, dispatch_uid="ratekeeper.integrations.django")
 def view_of(request: HttpRequest) -> RequestView:
     """The neutral view of a Django request (``user`` is ``request.user`` when the
     authentication middleware ran)."""
-    headers = request.headers
     match = getattr(request, "resolver_match", None)
     return RequestView(
         method=request.method or "GET",
         path=request.path,
-        get_header=headers.get,
+        get_header=lambda name: request.headers.get(name),  # built only when a header is read
         client=request.META.get("REMOTE_ADDR"),
         native=request,
         route=getattr(match, "route", None),
@@ -188,7 +188,19 @@ def _add_headers(engine: Engine, outcome: Outcome, response: Any) -> Any:
 
 
 def _skips_defaults(request: HttpRequest) -> bool:
-    """Whether the view is exempt from the default limits, or has its own (``@ratelimit``)."""
+    """Whether the view is exempt from the default limits, or has its own (``@ratelimit``);
+    remembered per path (bounded; forgotten when a setting changes)."""
+    where = (request.path_info, getattr(request, "urlconf", None))
+    found = _skipping.get(where)
+    if found is None:
+        found = _resolves_to_skipping(request)
+        if len(_skipping) >= SKIPPING_PATHS_CACHED:
+            _skipping.clear()
+        _skipping[where] = found
+    return found
+
+
+def _resolves_to_skipping(request: HttpRequest) -> bool:
     try:
         match = resolve(request.path_info, getattr(request, "urlconf", None))
     except Resolver404:
@@ -199,6 +211,8 @@ def _skips_defaults(request: HttpRequest) -> bool:
 
 
 _MARKS = (_EXEMPT, _LIMITED)
+SKIPPING_PATHS_CACHED = 4096  # paths whose view's marks are remembered
+_skipping: dict[tuple[str, Any], bool] = {}
 Rules = Callable[[Engine], list[LimitRule]]
 
 

@@ -216,6 +216,13 @@ class Engine:
         # A URL gives both faces; a store object only its own (the other one is a ConfigError).
         self._blocking_face = _has_face(self.store, self.store.sync)
         self._asyncio_face = _has_face(self.store, self.store.async_)
+        # The memory store never blocks: asyncio code calls its synchronous face directly (one
+        # coroutine and one step of the flow less per request; the same store, the same state).
+        self._in_memory = (
+            self.store.url is None
+            and self._blocking_face
+            and type(self.store.sync()) is type(self.registry.memory)  # a memory store
+        )
         self._parsed: dict[str, tuple[Limit, ...] | None] = {}
 
     def close(self) -> None:
@@ -289,7 +296,7 @@ class Engine:
         exempt (``exempt_methods``, ``exempt_paths``)."""
         if not self.enabled or view.method.upper() in self.exempt_methods:
             return True
-        return any(match(view.path) for match in self.exempt_paths)
+        return bool(self.exempt_paths) and any(match(view.path) for match in self.exempt_paths)
 
     def response_headers(self, decision: Decision | None) -> dict[str, str]:
         """The rate-limit headers to send for ``decision``. A store-outage fallback knows no
@@ -301,6 +308,8 @@ class Engine:
                 return {}
             return {"Retry-After": str(max(1, math.ceil(decision.retry_after)))}
         groups = self.header_groups
+        if groups is HEADER_GROUPS:  # every group: nothing to filter
+            return decision.headers()
         return {
             name: value
             for name, value in decision.headers().items()
@@ -429,11 +438,12 @@ class Engine:
                         warn("cost", "ratekeeper: cost %r is not a number >= 0; using 1", cost)
                     cost = 1
             if limiter is None:
-                limiter = self.limiter(rule, limits, asynchronous)
+                limiter = self.limiter(rule, limits, asynchronous and not self._in_memory)
             try:
                 if isinstance(limiter, AsyncRateLimiter):
                     decision: Decision = yield _StoreCall(limiter.hit(key, float(cost)))
-                elif asynchronous:  # a named limiter whose store is synchronous only
+                elif asynchronous and not (self._in_memory and rule.limiter is None):
+                    # a named limiter whose store is synchronous only
                     decision = yield _StoreCall(asyncio.to_thread(limiter.hit, key, float(cost)))
                 else:
                     decision = limiter.hit(key, float(cost))
@@ -456,6 +466,12 @@ class Engine:
         anything else (None, "", an object that would make a new key per request) is logged and
         the request is keyed by client address."""
         func = rule.key or self.default_key
+        if func is self.client_key:  # the built-in default: synchronous, reads the view
+            try:
+                return self.client_key(view)  # type: ignore[no-any-return]
+            except Exception:
+                warn("key", "ratekeeper: the key function %r raised", func, exc_info=True)
+                return peer_key(view)
         value = yield from self._call_on("key", func, view)
         if isinstance(value, str) and value:
             return value

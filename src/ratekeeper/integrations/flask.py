@@ -137,8 +137,12 @@ class Limiter:
     def _after_request(self, response: Response) -> Response:
         outcome: Outcome | None = g.pop("_ratekeeper_outcome", None)
         if outcome is not None:
-            for name, value in self.engine.response_headers(outcome.decision).items():
-                response.headers.setdefault(name, value)
+            headers = self.engine.response_headers(outcome.decision)
+            if headers:  # none the view set itself (one pass: Headers.setdefault scans them all)
+                present = {name.lower() for name in response.headers.keys()}  # noqa: SIM118
+                for name, value in headers.items():
+                    if name.lower() not in present:
+                        response.headers.add(name, value)
         return response
 
     def _denial(self, native: Any, decision: Decision) -> Response | Any:

@@ -15,6 +15,7 @@ land on that client address's budget.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -40,6 +41,11 @@ LimitSpec: TypeAlias = LimitValue | Callable[[Any], Any]
 _LOG_EVERY = 60.0
 _MAX_COST_HEADER = 32  # characters: a longer cost header is malformed (no giant float parsing)
 INF = math.inf
+# Bounded memos of the client-address key (a busy server sees far fewer distinct peers per
+# minute; past the bound a memo starts over, so its memory never grows with an attack).
+CLIENT_KEYS_CACHED = 4096
+PARSED_ADDRESSES_CACHED = 4096
+_ADDRESS_TEXT_MAX = 64  # characters: '"[v6 address]:port"' fits; only texts this short are memoized
 _last_logged: dict[str, float] = {}
 
 
@@ -74,11 +80,13 @@ class Key(str):
 
     kind: str
     value: str
+    stored: str  # ``kind:value`` as :func:`storage_key` writes it (escaped once, here)
 
     def __new__(cls, kind: str, *parts: str) -> Key:
         self = super().__new__(cls, ":".join((kind, *parts)))
         self.kind = kind
         self.value = ":".join(map(_escape, parts)) if len(parts) > 1 else parts[0]
+        self.stored = f"{_escape(kind)}:{_escape(self.value)}"
         return self
 
 
@@ -87,12 +95,9 @@ def storage_key(scope: str, key: str, prefix: str = "") -> str:
     escaped (``%`` → ``%25``, ``:`` → ``%3A``), so distinct (prefix, scope, kind, value) never share
     a counter. ``key`` is a :class:`Key` (its kind) or any other string (kind ``custom``). The
     stores add their own namespace; ``prefix`` is only for several engines sharing one store."""
-    if isinstance(key, Key):
-        kind, value = key.kind, key.value
-    else:
-        kind, value = CUSTOM, key
-    parts = (scope, kind, value) if not prefix else (prefix, scope, kind, value)
-    return ":".join(map(_escape, parts))
+    tail = key.stored if isinstance(key, Key) else f"{CUSTOM}:{_escape(key)}"
+    head = _escape(scope) if not prefix else f"{_escape(prefix)}:{_escape(scope)}"
+    return f"{head}:{tail}"
 
 
 # -- the neutral request --------------------------------------------------------------------------
@@ -172,6 +177,14 @@ def _networks(items: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
 
 
 def _parse_ip(text: str) -> IPAddress | None:
+    """The address in ``text`` (see :func:`_parse_address`), remembered for short texts (an
+    address with its port and brackets is short; a long text is garbage, parsed every time)."""
+    if len(text) <= _ADDRESS_TEXT_MAX:
+        return _parse_remembered(text)
+    return _parse_address(text)
+
+
+def _parse_address(text: str) -> IPAddress | None:
     """``1.2.3.4``, ``1.2.3.4:80``, ``[2001:db8::1]:443``, ``"[::1]"``, ``2001:db8::1`` → address;
     anything else (``unknown``, ``_hidden``, garbage) → None."""
     text = text.strip().strip('"').strip()
@@ -187,6 +200,9 @@ def _parse_ip(text: str) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+_parse_remembered = functools.lru_cache(maxsize=PARSED_ADDRESSES_CACHED)(_parse_address)
 
 
 def _hops(value: str, header_name: str) -> list[str]:
@@ -264,14 +280,28 @@ def client_ip(
     header_name = proxy_header.lower()
     if ipv6_prefix is not None and not 0 <= ipv6_prefix <= 128:
         raise ConfigError(f"ipv6_prefix must be between 0 and 128, got {ipv6_prefix!r}")
+    # Without trusted proxies the key is a function of the socket peer alone: remembered per
+    # peer (bounded), so a request pays a dict lookup, not an address parse.
+    by_peer: dict[str | None, Key] = {}
 
-    def key(view: RequestView) -> Key:
-        address = client_address(view, trusted, header_name)
+    def of_address(view: RequestView, address: IPAddress | None) -> Key:
         if address is None:
             return peer_key(view)
         if ipv6_prefix is not None and isinstance(address, ipaddress.IPv6Address):
             return Key("ip", str(ipaddress.ip_network(f"{address}/{ipv6_prefix}", strict=False)))
         return Key("ip", str(address))
+
+    def key(view: RequestView) -> Key:
+        if trusted:  # the forwarding header counts too (and a malformed one is logged)
+            return of_address(view, client_address(view, trusted, header_name))
+        peer = view.client
+        found = by_peer.get(peer)
+        if found is None:
+            found = of_address(view, _parse_ip(peer or ""))
+            if len(by_peer) >= CLIENT_KEYS_CACHED:
+                by_peer.clear()
+            by_peer[peer] = found
+        return found
 
     return ViewFunction("client_ip", key)
 

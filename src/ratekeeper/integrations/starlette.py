@@ -13,6 +13,7 @@ key/cost/limit functions a ``starlette.requests.Request``; otherwise they get th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -33,6 +34,7 @@ ASGIApp = Callable[[Any, Receive, Send], Awaitable[None]]
 # Route-level limits (FastAPI decorator/dependency) leave their headers here; the middleware
 # sends them (they are more specific than its own).
 HEADERS_SCOPE_KEY = "ratekeeper.headers"
+HEADER_NAMES_CACHED = 256  # distinct response header names kept encoded
 
 try:  # only to give custom functions a friendly request object
     from starlette.requests import Request as _Request
@@ -65,9 +67,13 @@ def view_of(scope: Scope, native: Any = None) -> RequestView:
 
 
 def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [
-        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
-    ]
+    return [(_header_name(name), value.encode("latin-1")) for name, value in headers.items()]
+
+
+@functools.lru_cache(maxsize=HEADER_NAMES_CACHED)
+def _header_name(name: str) -> bytes:
+    """A header name as ASGI sends it: lower case, latin-1 (the same few names every time)."""
+    return name.lower().encode("latin-1")
 
 
 async def send_denial(
@@ -158,17 +164,29 @@ class RateLimitMiddleware:
             assert outcome.decision is not None
             await send_denial(engine, outcome.decision, view.native, scope, receive, send)
             return
-        own = engine.response_headers(outcome.decision)
+        own = _encode(engine.response_headers(outcome.decision))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                extra = dict(scope.get(HEADERS_SCOPE_KEY) or {})
-                for name, value in own.items():
-                    extra.setdefault(name, value)
-                if extra:
-                    present = {key.lower() for key, _ in message.get("headers", ())}
-                    added = {k: v for k, v in extra.items() if k.lower().encode() not in present}
-                    message["headers"] = [*message.get("headers", ()), *_encode(added)]
+                _add_headers(message, scope.get(HEADERS_SCOPE_KEY), own)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _add_headers(
+    message: Message, route: dict[str, str] | None, own: list[tuple[bytes, bytes]]
+) -> None:
+    """Add the rate-limit headers to a response start: a route-level limit's (``route``, more
+    specific) before the middleware's ``own``; none that the response already has."""
+    extra = _encode(route) if route else []
+    if extra:
+        names = {name for name, _ in extra}
+        extra += [(name, value) for name, value in own if name not in names]
+    else:
+        extra = own
+    if not extra:
+        return
+    headers = message.get("headers", ())
+    present = {key.lower() for key, _ in headers}
+    message["headers"] = [*headers, *(item for item in extra if item[0] not in present)]
