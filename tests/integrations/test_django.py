@@ -8,6 +8,8 @@ nothing leaks into other test modules; each test gets a fresh engine through
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -328,3 +330,22 @@ def test_settings_names_rules_observers_and_registry() -> None:
     typo = {"LIMITERS": {"pages": {"limts": "1/minute"}}, "REGISTRY": registry}
     with config(**typo), pytest.raises(ConfigError, match=r"settings.RATEKEEPER: .*'limts'"):
         rk_django.RateLimitMiddleware(index)
+
+
+def test_a_path_remapped_by_a_new_urlconf_is_resolved_again() -> None:
+    """The middleware remembers which paths lead to exempt views; a new URLconf (any setting
+    change) makes it resolve them again."""
+    other = types.ModuleType("ratekeeper_tests_other_urls")
+    other.urlpatterns = [path("", exempt)]  # type: ignore[attr-defined]
+    sys.modules[other.__name__] = other
+    try:
+        with config(DEFAULT_LIMITS="1/minute"):
+            c = Client()
+            assert c.get("/").status_code == 200
+            assert c.get("/").status_code == 429  # "/" is the limited index view
+            with override_settings(ROOT_URLCONF=other.__name__):
+                for _ in range(3):  # "/" is now the exempt view
+                    assert c.get("/").status_code == 200
+            assert c.get("/").status_code == 429
+    finally:
+        del sys.modules[other.__name__]
