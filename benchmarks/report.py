@@ -13,15 +13,41 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.adapters import AMOUNT, FAMILIES, LIBRARIES
-from benchmarks.results import SECTIONS, Row, Settings, fmt
+from benchmarks.results import (
+    OPTIONAL_SECTIONS,
+    SECTIONS,
+    WEB,
+    WEB_WRK,
+    Row,
+    Settings,
+    fmt,
+)
 
 CHART_SECTIONS = (
     "Memory, sync, 1 key",
     "Memory, sync, 10,000 keys",
     "Redis, sync, 10,000 keys",
     "Redis, asyncio, 50 tasks, 10,000 keys",
+    WEB,
 )
+BARE = "bare app"  # a web case's app without a limiter: its time, not an overhead
+WEB_NOTE = """\
+Web rows: the overhead a limiter adds to one `GET /` of a minimal app (bare app, app with
+ratekeeper, app with the peer, in one process, interleaved round by round), median over rounds
+of (time with the limiter) - (time of the bare app), in CPU time of the measuring thread; the
+"bare app" row is the app's own time per request. One default limit keyed by client address,
+headers on where the library has them (django-ratelimit sends none; the FastAPI case is one
+route dependency each on Redis: ratekeeper `Depends(RateLimit(..., store=url))`, fastapi-limiter
+`Depends(RateLimiter(limiter=Limiter(RedisBucket)))`). Under uvicorn + wrk (`--wrk`): each app
+served by its own uvicorn process, loaded by `wrk -t1 -c8` in turn; the overhead is
+1/throughput(with) - 1/throughput(bare).
+"""
+WEB_PEERS = ("slowapi", "flask-limiter", "django-ratelimit", "fastapi-limiter")
 COLORS = {
+    "slowapi": "#9467bd",
+    "flask-limiter": "#8c564b",
+    "django-ratelimit": "#e377c2",
+    "fastapi-limiter": "#bcbd22",
     "ratekeeper": "#1f77b4",
     "limits": "#ff7f0e",
     "throttled-py": "#2ca02c",
@@ -95,13 +121,16 @@ def markdown(rows: Sequence[Row], settings: Settings, elapsed: float, png: str) 
         "",
         summary_table(rows),
         "",
+        web_summary(rows),
+        "",
         "## Machine",
         "",
         machine(settings, elapsed),
         "",
         MAPPING,
     ]
-    for section in SECTIONS:
+    out += [WEB_NOTE]
+    for section in (*SECTIONS, *OPTIONAL_SECTIONS):
         section_rows = [row for row in rows if row.section == section]
         if section_rows:
             out += [f"## {section}", "", section_table(section_rows), ""]
@@ -170,6 +199,37 @@ def summary_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def web_summary(rows: Sequence[Row]) -> str:
+    """Each framework's ratekeeper overhead against the target (10 µs) and against its peer."""
+    lines = [
+        "## Summary: web middleware overhead (target: at most 10 µs, 10x less than the peer)",
+        "",
+        "| case | framework | bare app | ratekeeper adds | peer | peer adds | peer / ratekeeper |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    for section in (WEB, WEB_WRK):
+        for family in dict.fromkeys(r.family for r in rows if r.section == section):
+            group = [r for r in rows if r.section == section and r.family == family]
+            bare = next((r for r in group if r.library == BARE), None)
+            ours = next((r for r in group if r.library == "ratekeeper"), None)
+            if bare is None or ours is None:
+                continue
+            peers = [r for r in group if r.library not in (BARE, "ratekeeper")] or [None]
+            for peer in peers:
+                peer_cells = "| — | — | — |"
+                if peer is not None:
+                    peer_cells = (
+                        f"| {peer.library} | {fmt(peer.value, peer.unit)} | "
+                        f"**{ratio(peer, ours):.1f}x** |"
+                    )
+                lines.append(
+                    f"| {section.split(' (')[0].replace('Web middleware overhead, ', '')} | "
+                    f"{family} | {fmt(bare.value, bare.unit)} | "
+                    f"{fmt(ours.value, ours.unit)} {peer_cells}"
+                )
+    return "\n".join(lines) if len(lines) > 4 else ""
+
+
 def section_table(rows: Sequence[Row]) -> str:
     unit = rows[0].unit
     direction = "higher is better" if unit == "dec/s" else "lower is better"
@@ -182,7 +242,8 @@ def section_table(rows: Sequence[Row]) -> str:
         reference = next(
             (r for r in rows if r.family == row.family and r.library == "ratekeeper"), None
         )
-        shown = f"{ratio(row, reference):.2f}" if reference is not None else "—"
+        comparable = reference is not None and row.library != BARE
+        shown = f"{ratio(row, reference):.2f}" if comparable else "—"  # type: ignore[arg-type]
         lines.append(
             f"| {row.family} | {row.library} | {row.algorithm} | {fmt(row.value, unit)} | "
             f"±{row.spread * 100:.0f}% | {shown} |"
@@ -192,7 +253,11 @@ def section_table(rows: Sequence[Row]) -> str:
 
 def machine(settings: Settings, elapsed: float) -> str:
     versions = []
-    for dist in ("ratekeeper", "limits", "throttled-py", "pyrate-limiter", "redis", "hiredis"):
+    for dist in (
+        *("ratekeeper", "limits", "throttled-py", "pyrate-limiter", "redis", "hiredis"),
+        *("slowapi", "flask-limiter", "django-ratelimit", "fastapi-limiter"),
+        *("starlette", "fastapi", "flask", "django", "aiohttp", "uvicorn"),
+    ):
         try:
             versions.append(f"{dist} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
@@ -245,10 +310,11 @@ def chart(rows: Sequence[Row], path: Path) -> None:
     if not sections:
         sections = sorted({r.section for r in rows})[:4] or ["(no data)"]
     fig, axes = plt.subplots(len(sections), 1, figsize=(11, 3.6 * len(sections)), squeeze=False)
-    libraries = [*LIBRARIES, "redis-py"]
+    libraries = [*LIBRARIES, "redis-py", *WEB_PEERS]
     for ax, section in zip(axes[:, 0], sections, strict=True):
         group = [r for r in rows if r.section == section]
-        families = [f for f in ("floor", *FAMILIES) if any(r.family == f for r in group)]
+        order = ("floor", *FAMILIES, *dict.fromkeys(r.family for r in group))
+        families = [f for f in dict.fromkeys(order) if any(r.family == f for r in group)]
         width = 0.8 / max(1, len(libraries))
         unit = group[0].unit if group else "ns"
         scale = 1000.0 if unit == "ns" else 1.0
@@ -265,6 +331,8 @@ def chart(rows: Sequence[Row], path: Path) -> None:
         ax.set_xticks(range(len(families)))
         ax.set_xticklabels(families)
         label = {"ns": "µs per decision (lower is better)", "dec/s": "decisions/s (higher)"}
+        if section == WEB:
+            label = {"ns": "µs added per request (lower is better)"}
         ax.set_ylabel(label.get(unit, unit))
         ax.set_title(section)
         ax.grid(axis="y", alpha=0.3)

@@ -16,7 +16,24 @@ RED_ONE = "Redis, sync, 1 key"
 RED_MANY = "Redis, sync, 10,000 keys"
 RED_ASYNC = "Redis, asyncio, 50 tasks, 10,000 keys"
 CACHE = "Redis, hot abusive key (over-limit local cache)"
-SECTIONS = (MEM_ONE, MEM_MANY, THR_ONE, THR_MANY, MEM_KEY, RED_ONE, RED_MANY, RED_ASYNC, CACHE)
+WEB = "Web middleware overhead, in-process (one default limit, headers on)"
+WEB_WRK = "Web middleware overhead, uvicorn + wrk (Starlette)"
+SCALE_BYTES = "Memory store at scale: bytes per key"
+SCALE_HIT = "Memory store at scale: hit time"
+SECTIONS = (
+    MEM_ONE,
+    MEM_MANY,
+    THR_ONE,
+    THR_MANY,
+    MEM_KEY,
+    RED_ONE,
+    RED_MANY,
+    RED_ASYNC,
+    CACHE,
+    WEB,
+)
+# Run only when asked (``--wrk``, ``--scale``): minutes each, never in the smoke run.
+OPTIONAL_SECTIONS = (WEB_WRK, SCALE_BYTES, SCALE_HIT)
 UNITS = {
     MEM_ONE: "ns",
     MEM_MANY: "ns",
@@ -27,6 +44,10 @@ UNITS = {
     RED_MANY: "ns",
     RED_ASYNC: "dec/s",
     CACHE: "dec/s",
+    WEB: "ns",
+    WEB_WRK: "ns",
+    SCALE_BYTES: "B/key",
+    SCALE_HIT: "ns",
 }
 HIGHER_IS_BETTER = {"dec/s"}
 
@@ -41,6 +62,7 @@ class Settings:
     keys_for_memory: int
     repeats: int
     warmup: int  # decisions before the first sample
+    web_n: int  # requests per web sample
 
 
 FULL = Settings(
@@ -52,6 +74,7 @@ FULL = Settings(
     keys_for_memory=100_000,
     repeats=11,
     warmup=1_000,
+    web_n=2_000,
 )
 SMOKE = Settings(
     mem_n=200,
@@ -62,6 +85,7 @@ SMOKE = Settings(
     keys_for_memory=500,
     repeats=2,
     warmup=20,
+    web_n=30,
 )
 
 

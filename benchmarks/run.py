@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import adapters as ad
+from benchmarks import scale, web
 from benchmarks.adapters import FAMILIES, Contender, Factory
 from benchmarks.measure import (
     bytes_per_key,
@@ -43,10 +44,14 @@ from benchmarks.results import (
     RED_ASYNC,
     RED_MANY,
     RED_ONE,
+    SCALE_BYTES,
+    SCALE_HIT,
     SMOKE,
     THR_MANY,
     THR_ONE,
     UNITS,
+    WEB,
+    WEB_WRK,
     Row,
     Settings,
     fmt,
@@ -92,22 +97,35 @@ class Runner:
         n: int,
         timer: Callable[[Callable[[str], Any], Sequence[str]], float] = ns_per_decision,
     ) -> None:
-        seq = key_sequence(keys, n, f"{self.run_id}:{family}")
-        warm = seq[: self.s.warmup]
-        contenders = []
-        for build in factories:
+        self.compare_sync_many(section, [(family, build, n) for build in factories], keys, timer)
+
+    def compare_sync_many(
+        self,
+        section: str,
+        entries: Sequence[tuple[str, Factory | None, int]],
+        keys: int,
+        timer: Callable[[Callable[[str], Any], Sequence[str]], float] = ns_per_decision,
+    ) -> None:
+        """Measure every (family, factory, decisions per sample) of ``entries`` interleaved:
+        one sample of each per round, the order rotated every round."""
+        built: list[tuple[str, Contender, list[str]]] = []
+        for family, build, n in entries:
+            seq = key_sequence(keys, n, f"{self.run_id}:{family}")
             contender = _built(build)
-            if contender is not None and _works(contender, lambda c: ns_per_decision(c.hit, warm)):
-                contenders.append(contender)
-        samples: list[list[float]] = [[] for _ in contenders]
+            warm = seq[: self.s.warmup]
+            if contender is not None and _works(
+                contender, lambda c, w=warm: ns_per_decision(c.hit, w)
+            ):
+                built.append((family, contender, seq))
+        samples: list[list[float]] = [[] for _ in built]
         try:
             for repeat in range(self.s.repeats):
-                for i in _rotation(len(contenders), repeat):
-                    samples[i].append(timer(contenders[i].hit, seq))
+                for i in _rotation(len(built), repeat):
+                    samples[i].append(timer(built[i][1].hit, built[i][2]))
         finally:
-            for contender in contenders:
+            for _, contender, _seq in built:
                 contender.close()
-        for contender, values in zip(contenders, samples, strict=True):
+        for (family, contender, _seq), values in zip(built, samples, strict=True):
             self.add(section, family, contender, values)
 
     def compare_async(
@@ -178,13 +196,16 @@ class Runner:
     def redis_sync(self, url: str) -> None:
         floors = [ad.redis_floor(url, command) for command in ("EVALSHA", "PING", "INCR")]
         for section, keys in ((RED_ONE, 1), (RED_MANY, 10_000)):
-            log(f"== {section} (ns per decision, lower is better)")
-            self.compare_sync(section, "floor", floors, keys, self.s.redis_n)
+            log(f"== {section} (ns per decision, lower is better; every case interleaved)")
+            entries: list[tuple[str, Factory | None, int]] = [
+                ("floor", build, self.s.redis_n) for build in floors
+            ]
             for family in FAMILIES:
                 # Log algorithms keep one entry per admitted request: on one key with this
                 # limit their cost grows with the run, so they get fewer decisions.
                 n = self.s.redis_n // LOG_DIVISOR if family == "sliding_log" else self.s.redis_n
-                self.compare_sync(section, family, redis_factories(family, url), keys, max(n, 10))
+                entries += [(family, build, max(n, 10)) for build in redis_factories(family, url)]
+            self.compare_sync_many(section, entries, keys)
 
     def redis_async(self, url: str) -> None:
         log(f"== {RED_ASYNC} (decisions per second, higher is better)")
@@ -241,6 +262,102 @@ class Runner:
                     contender.close()
             for contender, values in zip(contenders, samples, strict=True):
                 self.add(CACHE, family, contender, values)
+
+    def web(self, url: str | None) -> None:
+        """Each framework's apps (bare, ratekeeper, peer) interleaved round by round; a row's
+        samples are its per-round overheads over the bare app."""
+        log(f"== {WEB} (overhead per request over the bare app, CPU time, lower is better)")
+        cases: list[tuple[str, Callable[[], list[web.WebApp]]]] = [
+            ("starlette", web.starlette_apps),
+            ("flask", web.flask_apps),
+            ("django", web.django_apps),
+            ("aiohttp", web.aiohttp_apps),
+        ]
+        if url is not None and has_redis_store():
+            cases.append(("fastapi+redis", lambda: web.fastapi_redis_apps(url)))
+        loop = asyncio.new_event_loop()
+        try:
+            for family, build in cases:
+                try:
+                    apps = build()
+                    for app in apps:
+                        web.cpu_ns_per_request(app, max(self.s.warmup // 10, 5), loop)
+                except Exception as exc:
+                    log(f"  {family:15} FAILED, left out: {exc!r:.200}")
+                    continue
+                times: list[list[float]] = [[] for _ in apps]
+                for repeat in range(self.s.repeats):
+                    for i in _rotation(len(apps), repeat):
+                        times[i].append(web.cpu_ns_per_request(apps[i], self.s.web_n, loop))
+                self._web_rows(WEB, family, apps, times)
+                for app in apps:
+                    app.close()
+        finally:
+            loop.close()
+
+    def web_wrk(self) -> None:
+        """The Starlette apps served by uvicorn, each loaded by wrk in turn, round by round."""
+        log(f"== {WEB_WRK} (1/throughput with - without, per request, lower is better)")
+        if not web.has_wrk():
+            log("  (skipped: wrk is not installed)")
+            return
+        kinds = ["bare", "ratekeeper", "slowapi"]
+        with web.served(kinds) as ports:
+            for port in ports.values():
+                web.wrk_requests_per_second(port, 1)  # warm up
+            times: list[list[float]] = [[] for _ in kinds]
+            for repeat in range(max(3, self.s.repeats // 2)):
+                for i in _rotation(len(kinds), repeat):
+                    rate = web.wrk_requests_per_second(ports[kinds[i]])
+                    times[i].append(1e9 / rate)
+        apps = [web.WebApp(kind, WRK_WHAT[kind], lambda: None) for kind in kinds]
+        self._web_rows(WEB_WRK, "starlette", apps, times)
+
+    def _web_rows(
+        self, section: str, family: str, apps: Sequence[web.WebApp], times: list[list[float]]
+    ) -> None:
+        bare = next(t for app, t in zip(apps, times, strict=True) if app.library == "bare")
+        for app, values in zip(apps, times, strict=True):
+            if app.library == "bare":
+                self.add(section, family, Contender(BARE, app.what, _nothing), values)
+                continue
+            overheads = [v - b for v, b in zip(values, bare, strict=True)]
+            self.add(section, family, Contender(app.library, app.what, _nothing), overheads)
+
+    def scale(self, sizes: Sequence[int], families: Sequence[str]) -> None:
+        """Bytes per key (resident memory) and hit time at each size, one fresh process per
+        (library, size) (see :mod:`benchmarks.scale`)."""
+        log(f"== {SCALE_BYTES} / {SCALE_HIT} at {', '.join(f'{n:,}' for n in sizes)} keys")
+        for family in families:
+            for library in scale.LIBRARIES:
+                skip_after = False
+                for size in sizes:
+                    if skip_after:
+                        log(f"  {family:15} {library:15} {size:>12,} keys: left out ({skip_after})")
+                        continue
+                    result = scale.measure_in_subprocess(library, family, size)
+                    if result is None:
+                        break
+                    if "error" in result:
+                        log(f"  {family:15} {library:15} {size:>12,} keys: {result['error']}")
+                        break
+                    name = f"{result['algorithm']} @ {size:,} keys"
+                    contender = Contender(library, name, _nothing)
+                    self.add(SCALE_BYTES, family, contender, [result["bytes_per_key"]])
+                    self.add(SCALE_HIT, family, contender, result["hit_ns"])
+                    skip_after = scale.too_big(result, size, sizes)
+
+
+BARE = "bare app"  # the library name of a web case's app without a limiter
+WRK_WHAT = {
+    "bare": "Starlette under uvicorn",
+    "ratekeeper": "RateLimitMiddleware",
+    "slowapi": "SlowAPIASGIMiddleware",
+}
+
+
+def _nothing() -> None:
+    return None
 
 
 ABUSED = 10  # the abusive key's limit, per hour
@@ -322,6 +439,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: docs/ for a full run, nothing for --smoke)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument(
+        "--wrk",
+        action="store_true",
+        help="also measure the Starlette middlewares under uvicorn with wrk (about a minute)",
+    )
+    parser.add_argument(
+        "--scale",
+        default=None,
+        metavar="SIZES",
+        help="also measure the memory store at scale: comma-separated key counts, e.g. "
+        "1000000,10000000 (minutes; a fresh process per library and size)",
+    )
+    parser.add_argument(
+        "--scale-families",
+        default="fixed_window,gcra",
+        metavar="FAMILIES",
+        help="the algorithm families of --scale (default: fixed_window,gcra)",
+    )
     return parser.parse_args(argv)
 
 
@@ -348,7 +483,17 @@ def run(argv: Sequence[str] | None = None) -> list[Row]:
     if wanted(MEM_KEY):
         runner.memory_per_key()
         lap("bytes per key")
-    redis_sections = (RED_ONE, RED_MANY, RED_ASYNC, CACHE)
+    redis_sections = (RED_ONE, RED_MANY, RED_ASYNC, CACHE, WEB)
+    if args.no_redis and wanted(WEB):
+        runner.web(None)
+        lap("web")
+    if args.wrk and wanted(WEB_WRK):
+        runner.web_wrk()
+        lap("web under wrk")
+    if args.scale and wanted(SCALE_BYTES, SCALE_HIT):
+        sizes = [int(size) for size in args.scale.split(",")]
+        runner.scale(sizes, args.scale_families.split(","))
+        lap("memory at scale")
     if not args.no_redis and wanted(*redis_sections):
         url = args.redis_url or os.environ.get("RATEKEEPER_BENCH_REDIS_URL")
         server = RedisServer() if url is None else None
@@ -365,6 +510,9 @@ def run(argv: Sequence[str] | None = None) -> list[Row]:
                 lap("redis asyncio")
             if wanted(CACHE):
                 runner.local_cache(url)
+            if wanted(WEB):
+                runner.web(url)
+                lap("web")
         finally:
             if server is not None:
                 server.__exit__()
