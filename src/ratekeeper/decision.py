@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Sequence
+from typing import Literal
 
 from ratekeeper.limits import Limit
 
-__all__ = ["Decision", "combine", "from_rows"]
+__all__ = ["RESET_FORMATS", "Decision", "ResetFormat", "combine", "from_rows"]
 
 INF = math.inf
 POLICY_TEXTS_CACHED = 1024  # distinct limits whose policy text is kept formatted
+ResetFormat = Literal["seconds", "epoch"]  # what X-RateLimit-Reset counts
+RESET_FORMATS: tuple[ResetFormat, ...] = ("seconds", "epoch")
 
 
 class Decision:
@@ -89,12 +93,14 @@ class Decision:
             return (self,)
         return tuple(item for detail in self.details for item in detail.per_limit)
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, reset: ResetFormat = "seconds", now: float | None = None) -> dict[str, str]:
         """IETF ``RateLimit``/``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers-10),
         ``X-RateLimit-Limit/Remaining/Reset`` and, on denial, ``Retry-After``.
 
         ``t`` and ``X-RateLimit-Reset`` are whole seconds, rounded up: until full replenishment,
-        or, for a limit that denies, until this request could pass. ``Retry-After`` is
+        or, for a limit that denies, until this request could pass. With ``reset="epoch"``
+        (netrun's and GitHub's convention) ``X-RateLimit-Reset`` is that moment as a Unix time
+        instead, rounded up, counted from ``now`` (default: ``time.time()``). ``Retry-After`` is
         ``ceil(retry_after)``, never earlier than that ``t``; it is left out when the cost can
         never pass (``retry_after`` is infinite).
         """
@@ -109,7 +115,7 @@ class Decision:
             "RateLimit": states,
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(_t(_binding(self))),
+            "X-RateLimit-Reset": str(_reset(_binding(self), reset, now)),
         }
         if not self.allowed and self.retry_after != INF:
             headers["Retry-After"] = str(_ceil(self.retry_after))
@@ -146,10 +152,24 @@ def _binding(d: Decision) -> Decision:
     return d
 
 
-def _t(d: Decision) -> int:
+def _until(d: Decision) -> float:
+    """Seconds until full replenishment, or, for a limit that denies, until it could pass."""
     if not d.allowed and d.retry_after != INF:
-        return _ceil(d.retry_after)
-    return _ceil(d.reset_after)
+        return d.retry_after
+    return d.reset_after
+
+
+def _t(d: Decision) -> int:
+    return _ceil(_until(d))
+
+
+def _reset(d: Decision, reset: ResetFormat, now: float | None) -> int:
+    """``X-RateLimit-Reset``: seconds (:func:`_t`), or the Unix time of that moment."""
+    if reset == "seconds":
+        return _t(d)
+    if reset != "epoch":
+        raise ValueError(f"reset must be 'seconds' or 'epoch', got {reset!r}")
+    return _ceil((time.time() if now is None else now) + _until(d))
 
 
 def combine(decisions: Sequence[Decision]) -> Decision:
