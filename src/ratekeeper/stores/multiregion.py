@@ -51,7 +51,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ratekeeper.algorithms.checks import CHARGE, Check
 from ratekeeper.decision import Decision
@@ -191,7 +191,22 @@ def _check(remotes: list[Any], max_backlog: int, retry_interval: float) -> None:
         raise ConfigError("max_backlog must be >= 1 and retry_interval > 0")
 
 
-class MultiRegionStore:
+S = TypeVar("S", bound=Store | AsyncStore)
+
+
+class _Regions(Generic[S]):
+    """What both faces keep: the local store, the remotes and one backlog per remote."""
+
+    def __init__(self, local: S, remotes: list[S], max_backlog: int, retry_interval: float) -> None:
+        remotes = list(remotes)
+        _check(remotes, max_backlog, retry_interval)
+        self.local: S = local
+        self.remotes: list[S] = remotes
+        self.retry_interval = float(retry_interval)
+        self._backlogs = [_Backlog(max_backlog) for _ in remotes]
+
+
+class MultiRegionStore(_Regions[Store]):
     """Decide on ``local``; replicate admitted usage to ``remotes`` in background threads (one
     per remote, so that a slow region delays only its own charges). See the module docstring."""
 
@@ -203,12 +218,7 @@ class MultiRegionStore:
         max_backlog: int = DEFAULT_BACKLOG,
         retry_interval: float = DEFAULT_RETRY,
     ) -> None:
-        remotes = list(remotes)
-        _check(remotes, max_backlog, retry_interval)
-        self.local = local
-        self.remotes = remotes
-        self.retry_interval = float(retry_interval)
-        self._backlogs = [_Backlog(max_backlog) for _ in remotes]
+        super().__init__(local, remotes, max_backlog, retry_interval)
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [
@@ -318,7 +328,7 @@ class MultiRegionStore:
                 store.close()
 
 
-class AsyncMultiRegionStore:
+class AsyncMultiRegionStore(_Regions[AsyncStore]):
     """The asyncio twin of :class:`MultiRegionStore`: the same model, one replication task per
     remote in the event loop of the first decision (started again in a later loop)."""
 
@@ -330,12 +340,7 @@ class AsyncMultiRegionStore:
         max_backlog: int = DEFAULT_BACKLOG,
         retry_interval: float = DEFAULT_RETRY,
     ) -> None:
-        remotes = list(remotes)
-        _check(remotes, max_backlog, retry_interval)
-        self.local = local
-        self.remotes = remotes
-        self.retry_interval = float(retry_interval)
-        self._backlogs = [_Backlog(max_backlog) for _ in remotes]
+        super().__init__(local, remotes, max_backlog, retry_interval)
         self._wake: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
