@@ -91,15 +91,10 @@ def _mock_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-class MockRateLimiter(RateLimiter):
-    """A drop-in `RateLimiter` answering as told.
+class _Scripted:
+    """The part both mock limiters share: the script of answers and what was asked."""
 
-    ``mode="always_allow"`` / ``"always_deny"``, or ``"sequence"`` with ``sequence=[True, False,
-    ...]`` (or `Decision` objects): each ``hit`` takes the next answer (``peek`` looks at it
-    without taking it); running out raises `AssertionError`. ``acquire`` on an always-denying
-    mock raises at once (`RateLimitExceeded`, or `RateLimitTimeout` with a timeout); in sequence
-    mode it takes answers until one allows. ``calls`` lists ``(key, cost)`` of every hit.
-    """
+    _script: _Script
 
     def __init__(
         self,
@@ -111,11 +106,23 @@ class MockRateLimiter(RateLimiter):
         **options: Any,
     ) -> None:
         self._script = _Script(mode, sequence, retry_after)
-        super().__init__(limits, **_mock_options(options))
+        super().__init__(limits, **_mock_options(options))  # type: ignore[call-arg]
 
     @property
     def calls(self) -> list[tuple[str, float]]:
+        """``(key, cost)`` of every hit so far, in order."""
         return self._script.calls
+
+
+class MockRateLimiter(_Scripted, RateLimiter):
+    """A drop-in `RateLimiter` answering as told.
+
+    ``mode="always_allow"`` / ``"always_deny"``, or ``"sequence"`` with ``sequence=[True, False,
+    ...]`` (or `Decision` objects): each ``hit`` takes the next answer (``peek`` looks at it
+    without taking it); running out raises `AssertionError`. ``acquire`` on an always-denying
+    mock raises at once (`RateLimitExceeded`, or `RateLimitTimeout` with a timeout); in sequence
+    mode it takes answers until one allows. ``calls`` lists ``(key, cost)`` of every hit.
+    """
 
     def hit(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         key, cost = self._checked(key, cost)
@@ -130,24 +137,8 @@ class MockRateLimiter(RateLimiter):
         return super().acquire(key, cost, timeout)
 
 
-class AsyncMockRateLimiter(AsyncRateLimiter):
+class AsyncMockRateLimiter(_Scripted, AsyncRateLimiter):
     """`MockRateLimiter` for code that uses an `AsyncRateLimiter` (same arguments)."""
-
-    def __init__(
-        self,
-        mode: Mode = "always_allow",
-        *,
-        sequence: Iterable[bool | Decision] | None = None,
-        limits: str = MOCK_LIMITS,
-        retry_after: float = DENIED_RETRY_AFTER,
-        **options: Any,
-    ) -> None:
-        self._script = _Script(mode, sequence, retry_after)
-        super().__init__(limits, **_mock_options(options))
-
-    @property
-    def calls(self) -> list[tuple[str, float]]:
-        return self._script.calls
 
     async def hit(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         key, cost = self._checked(key, cost)
