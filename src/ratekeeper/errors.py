@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ratekeeper.decision import Decision
 
 __all__ = ["ConfigError", "RateLimitExceeded", "RateLimitTimeout", "StoreUnavailable"]
@@ -32,15 +34,17 @@ class RateLimitExceeded(Exception):
                 )
         super().__init__(message)
 
+    # Typed as Starlette's ``HTTPException.headers`` (FastAPI's denial is both); never None here.
     @property
-    def headers(self) -> dict[str, str]:
-        """The HTTP headers of this denial (netrun's ``exc.headers``): the rate-limit headers of
-        :meth:`Decision.headers`, or those a web integration chose to send (it sets them)."""
-        given: dict[str, str] | None = self.__dict__.get("_headers")
+    def headers(self) -> Mapping[str, str] | None:
+        """The HTTP headers of this denial (netrun's ``exc.headers``), a new dict: the
+        rate-limit headers of :meth:`Decision.headers`, or those a web integration chose to
+        send (it sets them)."""
+        given: Mapping[str, str] | None = self.__dict__.get("_headers")
         return dict(given) if given is not None else self.decision.headers()
 
     @headers.setter
-    def headers(self, value: dict[str, str] | None) -> None:
+    def headers(self, value: Mapping[str, str] | None) -> None:
         self.__dict__["_headers"] = None if value is None else dict(value)
 
 
