@@ -149,6 +149,7 @@ def test_fastapi_app_and_close_reason_bounds() -> None:
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()
     assert closed.value.code == 1008
-    limit = Limit(2**53, per=315_359_999.999)  # the longest limit name: the reason fits a close frame
+    # the longest limit name there is: the reason still fits a close frame
+    limit = Limit(2**53, per=315_359_999.999)
     denial = Decision(False, limit.amount, 0, 1e9, 1e9, 0.0, limit)
     assert len(close_reason(denial, "connections").encode()) <= 123
