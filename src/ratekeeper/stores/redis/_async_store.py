@@ -7,14 +7,18 @@ through the store's wire (:mod:`._wire`), turn the reply into the answer (:mod:`
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
+from ratekeeper._drive import drive_async
 from ratekeeper.decision import Decision
-from ratekeeper.stores.base import Rule
+from ratekeeper.stores.base import Applied, Check, Rule
 from ratekeeper.stores.redis._core import (
     LEASE_ACQUIRE,
     LEASE_RELEASE,
+    ChecksRequest,
     RedisCore,
     parse_decision,
 )
@@ -52,6 +56,19 @@ class AsyncRedisStore(RedisCore):
         deadline = await self._deadline(give_up)
         prepared, call = self.limit_call(key, rule, cost, now, write, deadline)
         return parse_decision(prepared, await self._wire.call(give_up, call))
+
+    async def apply_checks(
+        self, checks: Sequence[Check], now: float, write: bool = True
+    ) -> Applied:
+        """Several checks all-or-nothing in one script (a Cluster: one per hash slot, see
+        `RedisCore.checks_flow`), within the store's deadline."""
+        give_up = _clock() + self.timeout
+        flow = self.checks_flow(checks, now, write)
+        return await drive_async(flow, functools.partial(self._run_checks, give_up))
+
+    async def _run_checks(self, give_up: float, request: ChecksRequest) -> Any:
+        call = self.checks_call(request, await self._deadline(give_up))
+        return await self._wire.call(give_up, call)
 
     async def acquire_lease(
         self, key: str, lease_id: str, limit: int, ttl: float, now: float

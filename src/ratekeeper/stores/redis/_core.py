@@ -8,6 +8,7 @@ here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.resources
@@ -15,19 +16,22 @@ import inspect
 import math
 import struct
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal, Self
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.exceptions as rex
+from redis.crc import key_slot
 
+from ratekeeper.algorithms.checks import CHARGE, HIT, REFUND, Check
 from ratekeeper.decision import Decision, from_rows
-from ratekeeper.errors import ConfigError
+from ratekeeper.errors import ConfigError, StoreUnavailable
 from ratekeeper.limits import Limit
-from ratekeeper.stores.base import LEASE_PART, Rule
+from ratekeeper.stores.base import LEASE_PART, Applied, Rule
 from ratekeeper.stores.redis._wire import Call, Script, WireBase, bulk, evalsha_head, number
 
 __all__ = [
+    "CHECKS",
     "DEFAULTS",
     "NO_DEADLINE",
     "LEASE_ACQUIRE",
@@ -37,6 +41,7 @@ __all__ = [
     "RedisCore",
     "ServerClock",
     "TimeSource",
+    "ChecksRequest",
     "build_client",
     "parse_decision",
 ]
@@ -144,7 +149,7 @@ def _lua(name: str) -> str:
     return (importlib.resources.files(__package__) / "lua" / f"{name}.lua").read_text("utf-8")
 
 
-def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
+def _build_scripts() -> tuple[dict[str, Script], Script, Script, Script]:
     prelude = _lua("prelude")
     guard = _lua("deadline")
 
@@ -172,10 +177,39 @@ def _build_scripts() -> tuple[dict[str, Script], Script, Script]:
     }
     acquire = script("lease_acquire", _lua("lease_acquire"), 6)
     release = script("lease_release", _lua("lease_release"), 3)
-    return limit_scripts, acquire, release
+    # apply_checks: every algorithm in one script, each apply/horizon in a block of its own
+    # (the sliding log as a list: log_list.lua), their charge/refund, then step and the driver.
+    algorithms = [
+        "local ALGORITHMS = {}",
+        f"local ALGORITHM_NAMES = {{{', '.join(repr(name) for name in ALGORITHM_NAMES)}}}",
+        _lua("floordiv"),
+    ]
+    plain = {
+        "token_bucket": _lua("token_bucket"),
+        "fixed_window": _lua("fixed_window"),
+        "sliding_window": _lua("sliding_window"),
+        "gcra": "local SHAPING = false\n" + gcra,
+        "leaky_bucket": "local SHAPING = true\n" + gcra,
+    }
+    for name, body in plain.items():
+        algorithms.append(
+            f"do\n{body}\nALGORITHMS.{name} = {{ apply = apply, horizon = horizon }}\nend"
+        )
+    algorithms += [_lua("settle"), _lua("log_list"), _lua("checks")]
+    checks = script("checks", "\n".join(algorithms), 4)
+    return limit_scripts, acquire, release, checks
 
 
-LIMIT_SCRIPTS, LEASE_ACQUIRE, LEASE_RELEASE = _build_scripts()
+# The checks script names an algorithm by its index (from 1) in this tuple.
+ALGORITHM_NAMES = (
+    "token_bucket",
+    "leaky_bucket",
+    "fixed_window",
+    "sliding_window",
+    "sliding_log",
+    "gcra",
+)
+LIMIT_SCRIPTS, LEASE_ACQUIRE, LEASE_RELEASE, CHECKS = _build_scripts()
 
 
 class Prepared:
@@ -225,6 +259,30 @@ class Prepared:
 
 _floats = struct.Struct("<ddd").unpack
 
+# The checks script's modes: decide only, decide and write, and describe (decide only; the items
+# that pass are described without their cost, as after a denial).
+PEEK, WRITE, DESCRIBE = 0, 1, 2
+_ITEM = struct.Struct("<ddddd")  # per item of the checks script: slot, cost, mode, keep, at
+_ALGORITHM_INDEX = {name: i for i, name in enumerate(ALGORITHM_NAMES, 1)}
+
+
+class ChecksRequest(NamedTuple):
+    """One run of the checks script: ``checks`` (on a Cluster, all in one hash slot), the mode
+    (:data:`PEEK`, :data:`WRITE`, :data:`DESCRIBE`) and the clock argument (the caller's time, or
+    ``b""`` for the server's)."""
+
+    checks: Sequence[Check]
+    mode: int
+    clock: float | bytes
+
+
+def _undoing(check: Check, at: float) -> Check:
+    """The check that gives back what ``check``, applied at ``at``, took (or charges back what
+    it gave back)."""
+    if check.mode == REFUND:
+        return Check(check.key, check.rule, check.cost, CHARGE)
+    return Check(check.key, check.rule, check.cost, REFUND, at=at)
+
 
 def parse_decision(prepared: Prepared, reply: Sequence[Any]) -> Decision:
     """The decision from a limit script's reply (per limit: allowed, remaining, and reset_after,
@@ -273,6 +331,7 @@ class RedisCore:
         if _is_async_client(client) != self._aio:
             raise ConfigError(f"{type(self).__name__} needs a {kind} client, got {client!r}")
         self.timeout = _client_timeout(client)
+        self._cluster = getattr(client, "nodes_manager", None) is not None
         self._open(client, None)
 
     @classmethod
@@ -297,6 +356,7 @@ class RedisCore:
         store._setup(prefix, time_source, pipelining)
         options = {**DEFAULTS, **options}
         store.timeout = _timeout(options["socket_timeout"])
+        store._cluster = urlsplit(url).scheme.lower() == "redis+cluster"
         store._open(None, build_client(url, cls._aio, options), options["max_connections"])
         return store
 
@@ -316,6 +376,7 @@ class RedisCore:
         self._rules: dict[tuple[str, ...], Prepared] = {}
         self._bases: dict[str, bytes] = {}
         self._pipelining = bool(pipelining)
+        self._cluster = False  # a Cluster: checks in different hash slots go in separate scripts
 
     def _open(
         self, client: Any, factory: Callable[[], Any] | None, max_calls: int | None = None
@@ -400,6 +461,119 @@ class RedisCore:
     ) -> tuple[Any, ...]:
         clock = now if self._client_time else b""
         return (1, self.base_key(key) + LEASE_PART.encode(), clock, lease_id, deadline)
+
+    # -- several checks at once (apply_checks)
+
+    def checks_flow(
+        self, checks: Sequence[Check], now: float, write: bool
+    ) -> Generator[ChecksRequest, Any, Applied]:
+        """``apply_checks`` as a generator of script runs (:class:`ChecksRequest`: the store
+        sends each and sends its reply back in, or throws its `StoreUnavailable` in).
+
+        One script applies every check all-or-nothing (standalone, Sentinel, and a Cluster when
+        every key is in one hash slot). Across the hash slots of a Cluster, reserve then refund:
+        each slot's checks in one script, in turn, at one instant (the first script's time); if a
+        slot denies, the slots already charged get their units back (refunded at that instant:
+        the exact inverse) and every other slot's checks are described without this request's
+        cost. In between, another client sees those slots charged: it may be refused what it
+        would otherwise get (never admitted more); a refund that fails leaves them charged
+        (see the README's Policies section).
+        """
+        clock: float | bytes = now if self._client_time else b""
+        if not checks:
+            return Applied([], now)
+        mode = WRITE if write else PEEK
+        groups = self.checks_groups(checks)
+        if len(groups) == 1:
+            return self.parse_checks(checks, (yield ChecksRequest(checks, mode, clock)))
+        decisions: dict[int, Decision] = {}
+        at = now
+        charged: list[tuple[list[Check], float]] = []  # the slots written, and when
+        denied = -1
+        for n, group in enumerate(groups):
+            part = [checks[i] for i in group]
+            try:
+                reply = yield ChecksRequest(part, mode, clock)
+            except StoreUnavailable:
+                yield from self._undo(charged)
+                raise
+            applied = self.parse_checks(part, reply)
+            at = clock = applied.now  # every slot decides at the first script's time
+            for i, decision in zip(group, applied.decisions, strict=True):
+                decisions[i] = decision
+            if not all(decision.allowed for decision in applied.decisions):
+                if denied < 0:
+                    denied = n
+                if mode == WRITE:
+                    break
+            elif mode == WRITE:
+                charged.append((part, at))
+        if denied >= 0:
+            yield from self._undo(charged)
+            for n, group in enumerate(groups):
+                if n != denied:
+                    part = [checks[i] for i in group]
+                    described = self.parse_checks(part, (yield ChecksRequest(part, DESCRIBE, at)))
+                    for i, decision in zip(group, described.decisions, strict=True):
+                        decisions[i] = decision
+        return Applied([decisions[i] for i in range(len(checks))], at)
+
+    def _undo(
+        self, charged: list[tuple[list[Check], float]]
+    ) -> Generator[ChecksRequest, Any, None]:
+        """Give back what the slots ``charged`` took (best effort: a slot whose refund fails stays
+        charged, which only ever refuses more)."""
+        for part, at in charged:
+            with contextlib.suppress(StoreUnavailable):
+                yield ChecksRequest([_undoing(check, at) for check in part], WRITE, at)
+
+    def checks_groups(self, checks: Sequence[Check]) -> list[list[int]]:
+        """The checks (their indexes) that one script may apply together: all of them, or on a
+        Cluster those of each hash slot; the slots with a conditional check first (the others
+        cannot deny, so they never need undoing)."""
+        if not self._cluster:
+            return [list(range(len(checks)))]
+        groups: dict[int, list[int]] = {}
+        for i, check in enumerate(checks):
+            slot = key_slot(self._bases.get(check.key) or self.base_key(check.key))
+            groups.setdefault(slot, []).append(i)
+        return sorted(groups.values(), key=lambda g: all(checks[i].mode != HIT for i in g))
+
+    def checks_call(self, request: ChecksRequest, deadline: bytes) -> Call:
+        """The checks script's call: the distinct state keys, per key its algorithm and limit,
+        per (check, limit) item its key's index, cost, mode, kept units and charge time."""
+        keys: dict[bytes, int] = {}
+        head: list[float] = [request.mode, self._grace_ms]
+        items: list[bytes] = []
+        for check in request.checks:
+            prepared = self._rules.get(check.rule.parts) or self.prepared(check.rule)
+            base = self._bases.get(check.key) or self.base_key(check.key)
+            index = _ALGORITHM_INDEX[check.rule.algorithm.name]
+            for suffix, limit, keep in zip(
+                prepared.suffixes, prepared.limits, check.keeps(), strict=True
+            ):
+                state_key = base + suffix
+                slot = keys.get(state_key)
+                if slot is None:
+                    slot = keys[state_key] = len(keys) + 1
+                    head += (index, limit.amount, limit.per, limit.capacity)
+                items.append(_ITEM.pack(slot, check.cost, check.mode, keep, check.at))
+        packed = struct.pack(f"<{len(head)}d", *head)
+        args = (len(keys), *keys, request.clock, packed, b"".join(items), deadline)
+        return Call(CHECKS, args)
+
+    @staticmethod
+    def parse_checks(checks: Sequence[Check], reply: bytes) -> Applied:
+        """The decisions of a checks script's reply (5 doubles per item) and its time."""
+        values = struct.unpack(f"<{len(reply) // 8}d", reply)
+        decisions = []
+        at = 0
+        for check in checks:
+            limits = check.rule.limits
+            rows = [values[i : i + 5] for i in range(at, at + 5 * len(limits), 5)]
+            decisions.append(from_rows(limits, rows))
+            at += 5 * len(limits)
+        return Applied(decisions, values[-1])
 
     def reset_keys(self, key: str, rule: Rule) -> list[bytes]:
         base = self.base_key(key)
