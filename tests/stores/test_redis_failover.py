@@ -53,11 +53,7 @@ REPLICA_PER_MASTER = ("--cluster-replicas", "1", "--cluster-yes")
 SLOTS = 16384  # hash slots of a Redis Cluster
 Driver = Literal["sync", "async"]
 DRIVERS: tuple[Driver, ...] = ("sync", "async")
-# The asyncio Cluster client is left out until the store handles redis-py 7.4's race (a background
-# disconnect of a node's "free" connections while a task has just taken one: a raw AttributeError
-# "'NoneType' object has no attribute 'writelines'", and "Connection closed by server" fallbacks
-# on a healthy cluster, from 20 tasks on a cold client): ("sync", "async") reproduces it.
-CLUSTER_DRIVERS: tuple[Driver, ...] = ("sync",)
+CLUSTER_DRIVERS: tuple[Driver, ...] = DRIVERS  # tests/stores/test_redis_cluster.py: the races
 
 
 # --------------------------------------------------------------------------- processes

@@ -29,7 +29,8 @@ one makes the client close all its nodes' connections, those other tasks are usi
 'writelines'``). So the wire has the client learn the slots first, one task at a time, bounds the
 calls in flight (``max_calls``: callers wait for a slot within their deadline, rather than each
 opening a connection per node), turns whatever else the client raises into `StoreUnavailable`,
-and closes every node the client ever had.
+keeps one node object per address (redis-py 7 and 8 route by new ones after re-learning the slots,
+which nothing ever closes), and closes every node the client ever had.
 """
 
 from __future__ import annotations
@@ -492,9 +493,11 @@ class _Loop:
         "pending",
         "pool",
         "scheduled",
+        "seeds",
+        "slots",
     )
 
-    def __init__(self, client: Any, max_calls: int | None) -> None:
+    def __init__(self, client: Any, max_calls: int | None, own: bool) -> None:
         self.client = client
         self.pool: Any
         self.get_args: tuple[str, ...]
@@ -506,19 +509,68 @@ class _Loop:
         self.hook: Any = None
         self.gate: asyncio.Semaphore | None = None
         self.learning = asyncio.Lock()
+        self.seeds: dict[str, Any] = {}  # a Cluster client's first startup nodes
         self.nodes: dict[int, Any] = {}
+        self.slots: Any = None  # the Cluster client's slot table when its nodes were noted
         manager = getattr(client, "nodes_manager", None)
         if manager is not None:  # a Cluster client
             if max_calls is None:
                 max_calls = int(manager.connection_kwargs.get("max_connections", _UNBOUNDED))
             self.gate = asyncio.Semaphore(max_calls)
+            self.seeds = dict(manager.startup_nodes)
+            if own:
+                manager.__class__ = _one_node_per_address(type(manager))
 
     def remember_nodes(self) -> None:
-        """Note the Cluster client's nodes: it drops nodes when the topology changes (closing
-        only their idle connections), and closes none while it is re-learning the slots."""
+        """Note the Cluster client's nodes, for :meth:`AsyncWire.close`: its ``aclose`` closes
+        none while it is re-learning the slots, and none it dropped from its tables (a failed
+        master: only its idle connections were closed then). Once it re-learnt the slots, the
+        remembered nodes with nothing open are forgotten."""
         manager = self.client.nodes_manager
+        if manager.slots_cache is not self.slots:
+            self.slots = manager.slots_cache
+            self.nodes = {key: node for key, node in self.nodes.items() if not _idle(node)}
         for node in (*manager.nodes_cache.values(), *manager.startup_nodes.values()):
             self.nodes[id(node)] = node
+
+
+_MANAGERS: dict[
+    type[Any], type[Any]
+] = {}  # redis-py's NodesManager class -> _one_node_per_address's
+
+
+def _one_node_per_address(manager: type[Any]) -> type[Any]:
+    """A subclass of redis-py's asyncio Cluster ``NodesManager`` (assigned to a client's manager,
+    same slots) whose ``initialize`` points the new slot table at the nodes of the node table.
+
+    redis-py 7 and 8 re-learning the slots keep the node objects they know in their node table,
+    but install a slot table of new node objects of the same addresses, which they route by and
+    no table holds: their connections are never closed (a ResourceWarning each as they are
+    collected, after every re-learning: at each failover). Nothing awaits between the install
+    and the re-pointing, so no task routes by the new objects meanwhile.
+    """
+    subclass = _MANAGERS.get(manager)
+    if subclass is None:
+
+        async def initialize(self: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await manager.initialize(self, *args, **kwargs)
+            known = self.nodes_cache
+            for group in {id(group): group for group in self.slots_cache.values()}.values():
+                for i, node in enumerate(group):
+                    same = known.get(node.name)
+                    if same is not None and same is not node:
+                        same.server_type = node.server_type  # a replica promoted, or demoted
+                        group[i] = same
+            return result
+
+        namespace = {"__slots__": (), "initialize": initialize}
+        subclass = _MANAGERS[manager] = type(manager.__name__, (manager,), namespace)
+    return subclass
+
+
+def _idle(node: Any) -> bool:
+    """Whether a Cluster node has no open connection (what its ``__del__`` warns about)."""
+    return not any(conn.is_connected for conn in node._connections)
 
 
 async def _until_shutdown(ref: weakref.ref[AsyncWire], loop: Any) -> AsyncIterator[None]:
@@ -577,10 +629,10 @@ class AsyncWire(WireBase):
         if here is not None:
             return here
         if self.factory is None:
-            here = _Loop(self.client, self._max_calls)
+            here = _Loop(self.client, self._max_calls, own=False)
         else:
             try:
-                here = _Loop(self.factory(), self._max_calls)
+                here = _Loop(self.factory(), self._max_calls, own=True)
             except Exception as exc:
                 raise failure(exc) from exc
         self._loops[loop] = here
@@ -705,12 +757,17 @@ class AsyncWire(WireBase):
     async def _on_cluster(self, here: _Loop, args: tuple[Any, ...]) -> Any:
         """A command through a Cluster client that knows the slots: without a default node
         (cold, or its topology dropped) redis-py 7 sends a keyed command to a random node, so
-        one task at a time has it learn them first while the others wait."""
+        one task at a time has it learn them first while the others wait. redis-py 5.0 drops
+        every node that failed a command from its startup nodes: once none is left it could
+        never learn them again, so it gets the first ones back."""
         client = here.client
         try:
             if client.get_default_node() is None:
                 async with here.learning:
                     if client.get_default_node() is None:
+                        startup = client.nodes_manager.startup_nodes
+                        if not startup:
+                            startup.update(here.seeds)
                         await client.initialize()
             return await client.execute_command(*args, **_options(args))
         finally:
