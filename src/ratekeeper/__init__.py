@@ -14,6 +14,9 @@ from ratekeeper.policies._async_chain import AsyncChain
 from ratekeeper.policies._async_reservation import AsyncReservation
 from ratekeeper.policies._sync_chain import Chain
 from ratekeeper.policies._sync_reservation import Reservation
+from ratekeeper.policies.adaptive import AdaptiveLimiter, AsyncAdaptiveLimiter
+from ratekeeper.policies.penalty import AsyncPenalty, Penalty
+from ratekeeper.policies.quota import AsyncQuotaPool, QuotaPool
 from ratekeeper.registry import (
     Registry,
     acquire,
@@ -32,7 +35,11 @@ from ratekeeper.registry import (
 )
 
 __all__ = [
+    "AdaptiveLimiter",
+    "AsyncAdaptiveLimiter",
     "AsyncChain",
+    "AsyncPenalty",
+    "AsyncQuotaPool",
     "AsyncRateLimiter",
     "AsyncReservation",
     "Chain",
@@ -40,6 +47,8 @@ __all__ = [
     "Decision",
     "Limit",
     "LimiterMetrics",
+    "Penalty",
+    "QuotaPool",
     "RateLimitExceeded",
     "RateLimitTimeout",
     "RateLimiter",

@@ -6,7 +6,11 @@ import ratekeeper
 
 def test_exported_names():
     assert set(ratekeeper.__all__) == {
+        "AdaptiveLimiter",
+        "AsyncAdaptiveLimiter",
         "AsyncChain",
+        "AsyncPenalty",
+        "AsyncQuotaPool",
         "AsyncRateLimiter",
         "AsyncReservation",
         "Chain",
@@ -14,6 +18,8 @@ def test_exported_names():
         "Decision",
         "Limit",
         "LimiterMetrics",
+        "Penalty",
+        "QuotaPool",
         "RateLimitExceeded",
         "RateLimitTimeout",
         "RateLimiter",
