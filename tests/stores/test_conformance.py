@@ -30,7 +30,12 @@ def conformance_class(backend: Backend) -> type[StoreConformance]:
     return type(
         name,
         (StoreConformance,),
-        {"make_store": make_store, "make_async_store": make_async_store, "pytestmark": marks},
+        {
+            "make_store": make_store,
+            "make_async_store": make_async_store,
+            "pytestmark": marks,
+            "applies_checks": backend.applies_checks,
+        },
     )
 
 

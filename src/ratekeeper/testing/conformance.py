@@ -105,11 +105,18 @@ def _chain(store: Store, algorithm: str, clock: FakeClock) -> Chain:
     )
 
 
-def _refuses_policies(store: Store | AsyncStore) -> bool:
+def _refuses_policies(store: Store | AsyncStore, expected: bool | None = None) -> bool:
     """A store without ``apply_checks`` (the operation chains, reservations and priority classes
     need) must refuse them with a clear `ConfigError` when a chain or a classed limiter is built;
-    True when it does (then the policy checks have nothing more to check)."""
-    if callable(getattr(store, "apply_checks", None)):
+    True when it does (then the policy checks have nothing more to check). ``expected``: whether
+    the store must have ``apply_checks`` (None: either way)."""
+    has = callable(getattr(store, "apply_checks", None))
+    if expected is not None:
+        assert has == expected, (
+            f"{type(store).__name__} {'has no' if expected else 'has an'} apply_checks, "
+            f"but the suite's applies_checks is {expected}"
+        )
+    if has:
         return False
     kind: Any = AsyncRateLimiter if inspect.iscoroutinefunction(store.hit) else RateLimiter
     with pytest.raises(ConfigError, match="apply_checks"):
@@ -183,6 +190,11 @@ def assert_same_decision(got: Decision, want: Decision, where: str) -> None:
 class StoreConformance:
     """Every behaviour a ratekeeper store must have. Override `make_store` (and
     `make_async_store` for the asyncio twin) in a ``Test...`` subclass."""
+
+    #: Whether the store must apply several checks at once (``apply_checks``: chains,
+    #: reservations, priority classes): True fails the policy checks of a store without it
+    #: instead of checking that it refuses them; None lets the store's methods decide.
+    applies_checks: bool | None = None
 
     def make_store(self) -> Store:
         """A new synchronous store that uses the ``now`` it is given."""
@@ -327,7 +339,7 @@ class StoreConformance:
     def test_policy_trace_matches_reference(
         self, store: Store, algorithm: str, start: float
     ) -> None:
-        if _refuses_policies(store):
+        if _refuses_policies(store, self.applies_checks):
             return
         clock = FakeClock(start)
         subject = _chain(store, algorithm, clock)
@@ -336,7 +348,7 @@ class StoreConformance:
 
     def test_async_policies_match_reference(self) -> None:
         async def check(store: AsyncStore) -> None:
-            if _refuses_policies(store):
+            if _refuses_policies(store, self.applies_checks):
                 return
             clock = FakeClock(EPOCH)
             levels = [("sliding_log", "3/second"), ("gcra", "5/2s"), ("fixed_window", "4/second")]
@@ -364,7 +376,7 @@ class StoreConformance:
         self.run_async(check)
 
     def test_chain_threads_admit_exactly_the_tightest_level(self, store: Store) -> None:
-        if _refuses_policies(store):
+        if _refuses_policies(store, self.applies_checks):
             return
         pool = RateLimiter("60/day", store=store)
         member = RateLimiter("25/day", algorithm="fixed_window", store=store)
@@ -389,7 +401,7 @@ class StoreConformance:
 
     def test_async_chain_tasks_admit_exactly_the_tightest_level(self) -> None:
         async def check(store: AsyncStore) -> list[bool]:
-            if _refuses_policies(store):
+            if _refuses_policies(store, self.applies_checks):
                 return [True] * 40
             chain = AsyncChain(
                 AsyncRateLimiter("100/day", store=store),

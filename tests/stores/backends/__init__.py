@@ -31,6 +31,9 @@ class Backend:
     # addresses from the servers, so a proxy cannot stand in front of all their traffic.
     url: Callable[[], str] | None = None
     make_at: Callable[[str], tuple[Callable[[], Store], Callable[[], AsyncStore]]] | None = None
+    # Whether the store must apply several checks at once (the conformance kit's
+    # applies_checks): True runs the policy checks in full, failing a store without apply_checks.
+    applies_checks: bool | None = None
 
 
 def all_backends() -> list[Backend]:

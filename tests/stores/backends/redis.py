@@ -57,7 +57,7 @@ def make_at(url: str) -> tuple[Callable[[], RedisStore], Callable[[], AsyncRedis
 
 
 BACKENDS = [
-    Backend(name, *_factory(var), marks=(pytest.mark.redis,))  # type: ignore[arg-type]
+    Backend(name, *_factory(var), marks=(pytest.mark.redis,), applies_checks=True)  # type: ignore[arg-type]
     for name, var in [
         ("redis", "RATEKEEPER_REDIS_URL"),
         ("redis_cluster", "RATEKEEPER_REDIS_CLUSTER_URL"),
