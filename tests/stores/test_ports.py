@@ -1,7 +1,8 @@
 """The server-side ports of the algorithms (Redis Lua, PostgreSQL SQL) against the pure Python
 reference: one suite, run on every store that has a port — the same named edge cases, the same
 random traces and the same hypothesis strategies, every field of every decision compared with
-exact equality (bit for bit), clocks at 1e6 and at today's Unix time, stepping back too."""
+exact equality (bit for bit), clocks at 1e6 and at today's Unix time, stepping back too; and the
+ports of `evaluate_checks` (charges, refunds, priority shares, several checks at once)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ratekeeper.algorithms import ALGORITHMS, Rule, evaluate
+from ratekeeper.algorithms.checks import CHARGE, HIT, REFUND, Check, Slot, evaluate_checks
 from ratekeeper.decision import Decision
 from ratekeeper.limits import Limit
 from ratekeeper.stores import Store
@@ -187,3 +189,67 @@ _steps = st.lists(
 @given(algorithm=st.sampled_from(sorted(ALGORITHMS)), limits=_limits, steps=_steps)
 def test_property(port: Store, algorithm: str, limits: list[Limit], steps: Steps) -> None:
     replay(port, Rule(algorithm, tuple(limits)), steps, 1_700_000_000.5)
+
+
+# -- several checks at once (apply_checks): the policy ports (checks.lua, f_checks) -------------
+
+CHECK_LIMITS = [
+    (Limit(3, per=1),),
+    (Limit(5, per=2.5), Limit(7, per=60)),
+    (Limit(2, per=0.3, burst=4),),
+]
+
+
+def random_checks(
+    rng: random.Random, keys: list[str], rules: list[Rule], now: float
+) -> list[Check]:
+    """1 to 3 checks (hits within a share, charges, refunds into a recent instant); two checks
+    on one key and rule share a state."""
+    checks = []
+    for _ in range(rng.choice([1, 2, 2, 3])):
+        mode = rng.choice([HIT, HIT, HIT, CHARGE, REFUND])
+        checks.append(
+            Check(
+                rng.choice(keys),
+                rng.choice(rules),
+                rng.choice([0, 1, 1, 2, 0.5, 3, 9]),
+                mode,
+                rng.choice([1.0, 1.0, 0.5, 0.8]) if mode == HIT else 1.0,
+                now - rng.choice([0.0, 0.0, 0.1, 1.0]) if mode == REFUND else 0.0,
+            )
+        )
+    return checks
+
+
+def replay_checks(store: Any, rng: random.Random, algorithms: list[str], start: float) -> None:
+    """A random walk of check lists through the store's ``apply_checks`` and through
+    `evaluate_checks` on the same states: every decision exactly equal, the time decided at too."""
+    keys = [uuid.uuid4().hex for _ in range(2)]
+    rules = [Rule(a, limits) for a in algorithms for limits in CHECK_LIMITS]
+    states: dict[Slot, Any] = {}
+    now = start
+    for i in range(60):
+        now += rng.choice([0.0, 0.0, 1e-7, 0.05, 0.1, 0.3, 1.0, 2.5])
+        checks = random_checks(rng, keys, rules, now)
+        write = rng.random() < 0.85
+        applied = store.apply_checks(checks, now, write)
+        slots = {slot: states.get(slot) for check in checks for slot in check.slots()}
+        writes, want, _ = evaluate_checks(checks, slots, now)
+        if write and writes:
+            states.update(writes)
+        assert applied.now == now, f"step {i}"
+        for n, (got, expected) in enumerate(zip(applied.decisions, want, strict=True)):
+            assert_exactly(got, expected, f"step {i} check {n} {checks[n]!r} at {now!r}")
+
+
+@pytest.mark.parametrize("start", [1_000_000.0, 1.7e9 + 0.123456], ids=["small", "epoch"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_policy_checks(port: Store, algorithm: str, start: float) -> None:
+    """Checks on one algorithm (its charge and refund, priority shares, shared states)."""
+    replay_checks(port, random.Random(f"{algorithm}{start}"), [algorithm], start)
+
+
+def test_policy_checks_mixed_algorithms(port: Store) -> None:
+    """Checks of every algorithm in one call: a hybrid on one key, a chain over several."""
+    for seed in range(3):
+        replay_checks(port, random.Random(seed), sorted(ALGORITHMS), 1.7e9 + 0.5)
