@@ -413,6 +413,195 @@ class StoreConformance:
 
         assert sum(self.run_async(check)) == 40
 
+    # -- penalties, adaptive limits, quota pools (apply_checks) --------------------------------
+
+    def _refuses_more_policies(self, store: Store | AsyncStore) -> bool:
+        """A store without ``apply_checks`` must refuse a `Penalty`, an `AdaptiveLimiter` and a
+        `QuotaPool` with a clear `ConfigError` when they are built; True when it does."""
+        from ratekeeper.policies import adaptive, penalty, quota
+
+        if not _refuses_policies(store, self.applies_checks):
+            return False
+        asynchronous = inspect.iscoroutinefunction(store.hit)
+        limiter: Any = AsyncRateLimiter if asynchronous else RateLimiter
+        builds: list[Callable[[], object]] = [
+            lambda: (penalty.AsyncPenalty if asynchronous else penalty.Penalty)(
+                limiter("1/second", store=store), after=2, within=10, ban=5, max_ban=20
+            ),
+            lambda: (adaptive.AsyncAdaptiveLimiter if asynchronous else adaptive.AdaptiveLimiter)(
+                min=1, max=5, store=store
+            ),
+            lambda: (quota.AsyncQuotaPool if asynchronous else quota.QuotaPool)(
+                total_quota=10, window=60, store=store
+            ),
+        ]
+        for build in builds:
+            with pytest.raises(ConfigError, match="apply_checks"):
+                build()
+        return True
+
+    @pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_log"])
+    def test_penalty_matches_reference(self, store: Store, algorithm: str) -> None:
+        from ratekeeper.policies.penalty import Penalty
+
+        if self._refuses_more_policies(store):
+            return
+        clock = FakeClock(EPOCH)
+
+        def build(on: Store) -> Penalty:
+            limiter = RateLimiter("3/10s", algorithm=algorithm, store=on, clock=clock)
+            return Penalty(limiter, after=2, within=5, ban=4, factor=3, max_ban=30, forget=60)
+
+        subject, reference = build(store), build(MemoryStore())
+        k = _key()
+        # Two denials ban for 4 s, the next two for 12 s, then 30 s (capped)...
+        for ban in (4.0, 12.0, 30.0):
+            clock.advance(10.0)
+            decisions = [subject.hit(k) for _ in range(5)]
+            assert [d.allowed for d in decisions] == [True] * 3 + [False] * 2, ban
+            assert subject.banned(k) == pytest.approx(ban, abs=TIME_TOLERANCE)
+            assert decisions[-1].retry_after >= ban - TIME_TOLERANCE
+            clock.advance(ban - 0.5)
+            denied = subject.hit(k)  # ...during which nothing passes nor counts...
+            assert not denied and denied.retry_after >= 0.5 - TIME_TOLERANCE
+            assert subject.banned(k) == pytest.approx(0.5, abs=TIME_TOLERANCE)
+            clock.advance(0.5)
+            assert subject.banned(k) == 0.0
+        subject.reset(k)  # ...until reset clears the budget, strikes, ban and offences
+        assert [subject.hit(k).allowed for _ in range(5)] == [True] * 3 + [False] * 2
+        assert subject.banned(k) == pytest.approx(4.0, abs=TIME_TOLERANCE)
+        # A random walk decides as the reference does.
+        rng = random.Random(algorithm)
+        k = _key()
+        for i in range(80):
+            clock.advance(rng.choice([0.0, 0.0, 0.3, 1.0, 2.5, 6.0]))
+            cost = rng.choice([1, 1, 2, 0.5])
+            if i % 9 == 4:
+                got, want = subject.peek(k, cost), reference.peek(k, cost)
+            else:
+                got, want = subject.hit(k, cost), reference.hit(k, cost)
+            assert_same_decision(got, want, f"step {i}")
+            assert subject.banned(k) == pytest.approx(reference.banned(k), abs=TIME_TOLERANCE)
+
+    @pytest.mark.parametrize("algorithm", ["sliding_window", "fixed_window", "sliding_log"])
+    def test_adaptive_limit_matches_reference(self, store: Store, algorithm: str) -> None:
+        from ratekeeper.policies.adaptive import AdaptiveLimiter
+
+        if self._refuses_more_policies(store):
+            return
+        clock = FakeClock(EPOCH)
+
+        def build(on: Store) -> AdaptiveLimiter:
+            return AdaptiveLimiter(
+                min=2, max=12, per=1, algorithm=algorithm, store=on, clock=clock, latency=0.5
+            )
+
+        subject, reference, other = build(store), build(MemoryStore()), build(store)
+        k = _key()
+        assert subject.limit(k) == 12
+        assert subject.record(k, ok=False) == 6  # halved once...
+        assert other.record(k, ok=False) == 6  # ...per cooldown, whoever reports
+        assert other.limit(k) == 6  # every instance on the store sees it
+        clock.advance(1.0)
+        assert [subject.hit(k).allowed for _ in range(8)] == [True] * 6 + [False] * 2
+        assert other.record(k, latency=0.1) == 7 and subject.record(k, latency=2.0) == 3.5
+        subject.reset(k)
+        assert other.limit(k) == 12
+        rng = random.Random(algorithm)
+        k = _key()
+        for i in range(80):
+            clock.advance(rng.choice([0.0, 0.0, 0.1, 0.4, 1.0, 1.5]))
+            action = rng.random()
+            if action < 0.6:
+                cost = rng.choice([1, 1, 2, 0.5])
+                assert_same_decision(subject.hit(k, cost), reference.hit(k, cost), f"step {i}")
+            else:
+                ok, latency = rng.random() < 0.6, rng.choice([None, 0.2, 0.9])
+                got, want = subject.record(k, ok, latency), reference.record(k, ok, latency)
+                assert got == want, f"step {i}"
+            assert subject.limit(k) == reference.limit(k), f"step {i}"
+
+    @pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
+    def test_quota_pool_matches_reference(self, store: Store, algorithm: str) -> None:
+        from ratekeeper.policies.quota import QuotaPool
+
+        if self._refuses_more_policies(store):
+            return
+        clock = FakeClock(EPOCH)
+        name = _key()
+
+        def build(on: Store, borrow: float = 0.0) -> QuotaPool:
+            return QuotaPool(
+                total_quota=10,
+                window=60,
+                algorithm=algorithm,
+                store=on,
+                clock=clock,
+                name=name + ("b" if borrow else ""),
+                borrow=borrow or False,
+            )
+
+        subject, other = build(store), build(store)
+        a, b, c = _key(), _key(), _key()
+        assert not subject.hit(a) and subject.allocation(a) == 0  # no allocation, no use
+        subject.allocate(a, 4)
+        subject.allocate(b, 8)
+        assert (other.allocation(a), other.allocation(b)) == (4, 8)  # kept in the store
+        assert [other.hit(a).allowed for _ in range(6)] == [True] * 4 + [False] * 2
+        denied = subject.hit(b, cost=7)  # b's 8 fit its allocation, not the pool's 6 left
+        assert not denied and denied.policy == Limit(10, per=60)
+        assert subject.hit(b, cost=6)
+        subject.allocate(a, 0)
+        assert other.allocation(a) == 0 and not other.hit(a, cost=0)
+        lender, reference = build(store, borrow=0.8), build(MemoryStore(), borrow=0.8)
+        for pool in (lender, reference):
+            pool.allocate(a, 2)
+            pool.allocate(c, 5)
+        rng = random.Random(algorithm)
+        for i in range(60):
+            clock.advance(rng.choice([0.0, 0.0, 1.0, 7.0, 30.0]))
+            member, cost = rng.choice([a, a, c, b]), rng.choice([1, 1, 2, 0.5])
+            if i % 17 == 5:
+                quota = rng.choice([0, 1, 3, 6])
+                lender.allocate(member, quota)
+                reference.allocate(member, quota)
+            got, want = lender.hit(member, cost), reference.hit(member, cost)
+            assert_same_decision(got, want, f"step {i}")
+
+    def test_async_penalty_adaptive_and_quota_pool(self) -> None:
+        from ratekeeper.policies.adaptive import AdaptiveLimiter, AsyncAdaptiveLimiter
+        from ratekeeper.policies.penalty import AsyncPenalty, Penalty
+        from ratekeeper.policies.quota import AsyncQuotaPool, QuotaPool
+
+        async def check(store: AsyncStore) -> None:
+            if self._refuses_more_policies(store):
+                return
+            clock = FakeClock(EPOCH)
+            memory = MemoryStore()
+            options: dict[str, Any] = {"after": 2, "within": 5, "ban": 4, "max_ban": 30}
+            penalty = AsyncPenalty(AsyncRateLimiter("2/10s", store=store, clock=clock), **options)
+            penalized = Penalty(RateLimiter("2/10s", store=memory, clock=clock), **options)
+            adaptive = AsyncAdaptiveLimiter(min=1, max=6, store=store, clock=clock)
+            adapted = AdaptiveLimiter(min=1, max=6, store=memory, clock=clock)
+            pool = AsyncQuotaPool(total_quota=8, window=60, store=store, clock=clock, name=_key())
+            pooled = QuotaPool(total_quota=8, window=60, store=memory, clock=clock)
+            k = _key()
+            await pool.allocate(k, 3)
+            pooled.allocate(k, 3)
+            for i, (advance, cost) in enumerate(_trace(5, steps=30)):
+                clock.advance(advance)
+                where = f"step {i}"
+                assert_same_decision(await penalty.hit(k, cost), penalized.hit(k, cost), where)
+                assert await penalty.banned(k) == pytest.approx(penalized.banned(k))
+                ok = i % 4 != 1
+                assert await adaptive.record(k, ok) == adapted.record(k, ok), where
+                assert_same_decision(await adaptive.hit(k, cost), adapted.hit(k, cost), where)
+                assert_same_decision(await pool.hit(k, cost), pooled.hit(k, cost), where)
+            await penalty.reset(k)
+            assert await penalty.banned(k) == 0.0
+
+        self.run_async(check)
+
     # -- keys, reset, sharing -------------------------------------------------------------------
 
     def test_reset_and_key_isolation(self, store: Store) -> None:
