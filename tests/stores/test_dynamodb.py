@@ -1,6 +1,8 @@
 """DynamoDB-specific behaviour, against moto's server mode (real HTTP, real botocore): URLs, the
 item layout and its TTL, the table's creation (``ratekeeper migrate``), the conditional-write
-loop across processes, batching of one key's calls, error classes and an endpoint that is gone.
+loop across processes, batching of one key's calls, error classes and an endpoint that is gone;
+policies (``apply_checks``: one transaction over several items) across stores and under a frozen
+endpoint.
 The behaviour every store shares is in test_conformance.py; the fault proxy suite (blackhole,
 reset, half-close, latency) in test_faults.py."""
 
@@ -18,21 +20,25 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from ratekeeper import AsyncRateLimiter, RateLimiter, StoreUnavailable
+from ratekeeper import AsyncChain, AsyncRateLimiter, Chain, RateLimiter, StoreUnavailable
+from ratekeeper.algorithms.checks import REFUND, Check
 from ratekeeper.cli import main as cli
 from ratekeeper.errors import ConfigError
 from ratekeeper.stores import async_store_from_url, store_from_url
 from ratekeeper.stores.dynamodb import AsyncDynamoDBStore, DynamoDBStore, item_key
-from ratekeeper.stores.dynamodb._core import MAX_PLAIN_KEY, TTL_GRACE, outcome
+from ratekeeper.stores.dynamodb._core import MAX_ITEMS, MAX_PLAIN_KEY, TTL_GRACE, Cancelled, outcome
 from ratekeeper.testing import FakeClock
+from tests.faultproxy import FaultProxy
 
-from .backends.dynamodb import dynamodb_url, new_table
+from .backends.dynamodb import dynamodb_url, endpoint, new_table
 from .test_postgres import collect, contention_worker
 
 pytestmark = pytest.mark.dynamodb
 
 DECISION_BOUND = 1.0  # seconds: any decision, whatever the fault (the stores' contract)
 PROCESSES, THREADS, HITS = 4, 4, 12  # the cross-process exactness test
+CHAIN_STORES, CHAIN_THREADS, CHAIN_HITS = 3, 3, 10  # a chain's exactness across stores
+FROZEN_CALLERS = 20  # threads or tasks deciding at once while the endpoint is blackholed
 
 
 @pytest.fixture
@@ -289,10 +295,11 @@ def test_the_store_is_usable_from_a_fresh_event_loop_per_call(url: str) -> None:
 # --------------------------------------------------------------------------- errors
 
 
-def _client_error(code: str, status: int) -> ClientError:
+def _client_error(code: str, status: int, **more: Any) -> ClientError:
     response: Any = {
         "Error": {"Code": code, "Message": "try later"},
         "ResponseMetadata": {"HTTPStatusCode": status},
+        **more,
     }
     return ClientError(response, "PutItem")
 
@@ -371,3 +378,183 @@ def test_contention_past_max_retries_is_unavailable(url: str) -> None:
     assert remaining == 1000 - outcomes.count("allowed") - 1  # peek counts itself
     for s in stores:
         s.close()
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def test_a_chain_on_three_stores_in_threads_admits_exactly_the_tightest_level(url: str) -> None:
+    """Three stores (three app servers: each its own cache and turns) x 3 threads run a two-level
+    chain on one shared pool key: their transactions race on its item, and the losers retry
+    from the items the cancellation returned."""
+    stores = [DynamoDBStore.from_url(url, timeout=10.0, max_retries=1000) for _ in range(3)]
+    chains = [Chain(RateLimiter("40/day", store=s), RateLimiter("15/day", store=s)) for s in stores]
+    users = [f"user:{i}" for i in range(3)]
+    admitted: dict[str, int] = dict.fromkeys(users, 0)
+    lock = threading.Lock()
+
+    def worker(chain: Chain, n: int) -> None:
+        for i in range(CHAIN_HITS):
+            user = users[(n + i) % len(users)]
+            if chain.hit("pool", user).allowed:
+                with lock:
+                    admitted[user] += 1
+
+    threads = [
+        threading.Thread(target=worker, args=(chain, n))
+        for chain in chains
+        for n in range(CHAIN_THREADS)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(admitted.values()) == 40 and max(admitted.values()) <= 15  # of 90 attempts
+    assert chains[0].peek("pool", users[0], cost=0).details[0].remaining == 0
+    for s in stores:
+        s.close()
+
+
+def test_a_transaction_that_lost_a_race_retries_from_the_items_it_got_back(url: str) -> None:
+    """Store a remembers the items it wrote; b changes one of them. a's next transaction is
+    cancelled and retried from the item the cancellation returned: no read."""
+    base = DynamoDBStore.from_url(url)
+    counting = Counting(base._client)
+    a = DynamoDBStore.from_url(url, client=counting)
+    b = DynamoDBStore.from_url(url)
+    clock = FakeClock(1000.0)
+
+    def chain(store: DynamoDBStore) -> Chain:
+        return Chain(
+            RateLimiter("5/hour", store=store, clock=clock),
+            RateLimiter("3/hour", algorithm="fixed_window", store=store, clock=clock),
+        )
+
+    on_a, on_b = chain(a), chain(b)
+    assert on_a.hit("org", "u").remaining == 2
+    assert on_b.hit("org", "u").remaining == 1
+    counting.calls.clear()
+    assert on_a.hit("org", "u").remaining == 0  # not 1: b's admission counts
+    assert counting.calls == {"transact_write_items": 2}
+    assert not on_a.hit("org", "u").allowed
+    assert on_b.peek("org", "v", cost=0).details[0].remaining == 2  # the denial took nothing
+    for s in (a, b, base):
+        s.close()
+
+
+def test_a_transaction_checks_the_items_it_read_but_did_not_change(url: str) -> None:
+    """A check that changes nothing (a zero-cost refund on a sliding log) still read its item:
+    the transaction carries a ConditionCheck on it, so another store's write in between cancels
+    it, and the retry decides again from the item the cancellation returned."""
+    base = DynamoDBStore.from_url(url)
+    other = DynamoDBStore.from_url(url)
+    clock = FakeClock(1000.0)
+    rule = RateLimiter("1/hour", store=base, clock=clock).rule
+    log = RateLimiter("1/hour", algorithm="sliding_log", store=base, clock=clock).rule
+    sent: list[list[dict[str, Any]]] = []
+
+    class Racing(Counting):
+        """Another store writes ``b`` just before the first transaction is sent."""
+
+        def __getattr__(self, name: str) -> Any:
+            method = super().__getattr__(name)
+
+            def call(**params: Any) -> Any:
+                if name == "transact_write_items":
+                    sent.append(params["TransactItems"])
+                    if len(sent) == 1:
+                        other.hit("b", log, 1, clock())
+                return method(**params)
+
+            return call
+
+    store = DynamoDBStore.from_url(url, client=Racing(base._client))
+    applied = store.apply_checks([Check("a", rule, 1), Check("b", log, 0, REFUND)], clock())
+    assert [d.allowed for d in applied.decisions] == [True, True]
+    assert applied.decisions[1].remaining == 0  # decided again, after the other store's hit
+    assert [[next(iter(item)) for item in items] for items in sent] == [
+        ["Put", "ConditionCheck"],
+        ["Put", "ConditionCheck"],
+    ]
+    assert sent[0][1]["ConditionCheck"]["Key"] == {"pk": {"S": item_key("b")}}
+    for s in (store, other, base):
+        s.close()
+
+
+def test_more_items_than_a_transaction_holds_are_refused(url: str) -> None:
+    store = DynamoDBStore.from_url(url)
+    rule = RateLimiter("1/hour", store=store).rule
+    checks = [Check(f"k{i}", rule, 1) for i in range(MAX_ITEMS + 1)]
+    with pytest.raises(ConfigError, match="at most 100 items"):
+        store.apply_checks(checks, 1000.0)
+    store.close()
+
+
+def test_cancellation_reasons() -> None:
+    failed = {"Code": "ConditionalCheckFailed", "Item": {"pk": {"S": "k:a"}}}
+    lost = outcome(
+        _client_error(
+            "TransactionCanceledException",
+            400,
+            CancellationReasons=[{"Code": "None"}, failed, {"Code": "TransactionConflict"}],
+        )
+    )
+    assert isinstance(lost, Cancelled) and lost.reasons[1] == failed
+    for reasons in (
+        [{"Code": "None"}, {"Code": "ThrottlingError"}],
+        [{"Code": "ConditionalCheckFailed"}, {"Code": "ValidationError"}],
+        [],
+    ):
+        error = _client_error("TransactionCanceledException", 400, CancellationReasons=reasons)
+        with pytest.raises(StoreUnavailable, match="TransactionCanceledException"):
+            outcome(error)
+
+
+def test_chains_answer_within_the_bound_when_the_endpoint_freezes() -> None:
+    port = int(endpoint().rsplit(":", 1)[1])
+    with FaultProxy("127.0.0.1", port) as proxy:
+        store = DynamoDBStore.from_url(new_table(f"http://127.0.0.1:{proxy.port}"))
+        chain = Chain(
+            RateLimiter("100/second", store=store, on_store_error="allow"),
+            RateLimiter("100/second", store=store, on_store_error="allow"),
+        )
+        assert chain.hit("pool", "u").allowed
+        proxy.set_mode("blackhole")
+        took: list[float] = []
+        fallbacks: list[bool] = []
+
+        def caller(i: int) -> None:
+            t0 = time.monotonic()
+            decision = chain.hit("pool", f"u{i % 3}")
+            took.append(time.monotonic() - t0)
+            fallbacks.append(decision.fallback and decision.allowed)
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(FROZEN_CALLERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(fallbacks) and len(fallbacks) == FROZEN_CALLERS
+        assert max(took) < DECISION_BOUND, took
+        proxy.set_mode("pass")
+        store.close()
+
+
+async def test_async_chains_answer_within_the_bound_when_the_endpoint_freezes() -> None:
+    port = int(endpoint().rsplit(":", 1)[1])
+    with FaultProxy("127.0.0.1", port) as proxy:
+        store = AsyncDynamoDBStore.from_url(new_table(f"http://127.0.0.1:{proxy.port}"))
+        chain = AsyncChain(
+            AsyncRateLimiter("100/second", store=store, on_store_error="deny"),
+            AsyncRateLimiter("100/second", store=store, on_store_error="deny"),
+        )
+        assert (await chain.hit("pool", "u")).allowed
+        proxy.set_mode("blackhole")
+        t0 = time.monotonic()
+        decisions = await asyncio.gather(
+            *(chain.hit("pool", f"u{i % 3}") for i in range(FROZEN_CALLERS))
+        )
+        assert time.monotonic() - t0 < DECISION_BOUND
+        assert all(d.fallback and not d.allowed for d in decisions)
+        proxy.set_mode("pass")
+        await store.close()

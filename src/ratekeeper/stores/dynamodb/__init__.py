@@ -18,6 +18,14 @@ write on one item; no update is lost). The item this store last wrote is remembe
 steady state a decision is one round trip; an answer that writes nothing (a denial, a peek) is
 always given from a fresh read.
 
+Several checks (``apply_checks``: chains, reservations, priority classes): checks on one key are
+one conditional write in that key's turn, like a hit; checks on several keys read every item (one
+``BatchGetItem``), run :func:`~ratekeeper.algorithms.checks.evaluate_checks` and write every
+changed item in one ``TransactWriteItems`` (each on its version, a ``ConditionCheck`` on each item
+read but unchanged): atomic over up to 100 items. A transaction cancelled by conflicts is retried
+from the items it returned, like a conditional write; in a process, transactions take turns on
+their items in key order (:class:`~ratekeeper.stores.dynamodb._core.Locks`).
+
 Time: DynamoDB has no server clock that a condition could read, so time is the caller's clock
 (the limiter's ``clock``, wall time by default): app servers whose clocks are skewed by d seconds
 disagree about refills by d (a token bucket refills up to d x rate early or late; fixed windows
@@ -53,21 +61,23 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from ratekeeper._drive import drive, drive_async
+from ratekeeper.algorithms.checks import Check
 from ratekeeper.decision import Decision
 from ratekeeper.errors import StoreUnavailable
-from ratekeeper.stores.base import Rule
+from ratekeeper.stores.base import Applied, Rule
 from ratekeeper.stores.dynamodb._core import (
     KEY,
     Call,
     Change,
     Core,
     Lead,
+    Locks,
     Pause,
     Plan,
     Step,
@@ -76,7 +86,9 @@ from ratekeeper.stores.dynamodb._core import (
     combine,
     create_table,
     item_key,
+    items_of,
     late,
+    one_key,
     outcome,
     split_url,
 )
@@ -134,6 +146,7 @@ class DynamoDBStore(Core):
         self._pool = ThreadPoolExecutor(self.max_pool_connections, "ratekeeper-dynamodb")
         self._guard = threading.Lock()
         self._turns = Turns()
+        self._locks: Locks[threading.Lock] = Locks(threading.Lock)  # under _guard
         self._closed = False
 
     @classmethod
@@ -142,15 +155,38 @@ class DynamoDBStore(Core):
         ``?endpoint_url=http://127.0.0.1:8000``); keyword ``options`` win over the URL's."""
         return cls(**split_url(url, options))
 
-    def _run(self, plan: Plan[T], budget: float | None = None) -> T:
-        """Run a plan that is no call on a key (a ping, a read, the table's creation)."""
+    def _run(self, plan: Plan[T], budget: float | None = None, hold: Sequence[str] = ()) -> T:
+        """Run a plan that is no call on a key (a ping, a read, the table's creation, a
+        transaction: holding this process's turns on the items ``hold``)."""
         if self._closed:
             raise StoreUnavailable("dynamodb store is closed")
         give_up = _clock() + (budget or self.timeout)
         try:
-            return drive(plan, functools.partial(self._step, give_up))
+            with self._hold(hold, give_up):
+                return drive(plan, functools.partial(self._step, give_up))
         finally:
             plan.close()
+
+    @contextlib.contextmanager
+    def _hold(self, pks: Sequence[str], give_up: float) -> Iterator[None]:
+        """This process's turns on the items ``pks`` (in that order), waited for until
+        ``give_up``."""
+        taken: list[tuple[str, threading.Lock | None]] = []
+        try:
+            for pk in pks:
+                with self._guard:
+                    lock = self._locks.take(pk)
+                got = lock.acquire(timeout=max(give_up - _clock(), 0.0))
+                taken.append((pk, lock if got else None))
+                if not got:
+                    raise late(self.timeout)
+            yield
+        finally:
+            for pk, held in reversed(taken):
+                if held is not None:
+                    held.release()
+                with self._guard:
+                    self._locks.drop(pk)
 
     def _submit(self, key: str, change: Change) -> Any:
         """Apply ``change`` to the item of ``key``: lead a batch, or wait for a leader's answer
@@ -247,6 +283,18 @@ class DynamoDBStore(Core):
     def release_lease(self, key: str, lease_id: str, now: float) -> None:
         self._submit(key, self.change_release(lease_id, now))
 
+    def apply_checks(self, checks: Sequence[Check], now: float, write: bool = True) -> Applied:
+        """Several checks, all-or-nothing: on one key, one conditional write in that key's turn
+        (batched with its hits); on several, one transaction (`Core.plan_checks`) in this
+        process's turns on their items."""
+        key = one_key(checks)
+        if key is not None:
+            applied: Applied = self._submit(key, self.change_checks(checks, now, write))
+            return applied
+        return self._run(
+            self.plan_checks(checks, now, write), hold=items_of(checks) if write else ()
+        )
+
     def ping(self) -> None:
         self._run(self.plan_ping())
 
@@ -289,6 +337,7 @@ class AsyncDynamoDBStore(Core):
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the client
         self._hook: Any = None  # closes the client when that loop shuts down
         self._turns = Turns()
+        self._locks: Locks[asyncio.Lock] = Locks(asyncio.Lock)
         self._closed = False
 
     @classmethod
@@ -326,6 +375,7 @@ class AsyncDynamoDBStore(Core):
         it as it shuts down, see :func:`_until_shutdown`) and arm the same hook here."""
         self._client = self._opening = None
         self._turns = Turns()
+        self._locks = Locks(asyncio.Lock)
         self._loop = loop
         hook = _until_shutdown(weakref.ref(self), loop)
         await hook.__anext__()
@@ -341,17 +391,36 @@ class AsyncDynamoDBStore(Core):
 
     # -- running a plan --------------------------------------------------------------------------
 
-    async def _run(self, plan: Plan[T], budget: float | None = None) -> T:
-        """Run a plan that is no call on a key (a ping, a read, the table's creation)."""
+    async def _run(self, plan: Plan[T], budget: float | None = None, hold: Sequence[str] = ()) -> T:
+        """:meth:`DynamoDBStore._run`."""
         budget = budget or self.timeout
         try:
             async with asyncio.timeout(budget):
                 client = await self._get_client()
-                return await drive_async(plan, functools.partial(self._step, client))
+                async with self._hold(hold):
+                    return await drive_async(plan, functools.partial(self._step, client))
         except TimeoutError:
             raise late(budget) from None
         finally:
             plan.close()
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, pks: Sequence[str]) -> AsyncIterator[None]:
+        """:meth:`DynamoDBStore._hold` (the caller's ``asyncio.timeout`` bounds the wait)."""
+        locks = self._locks
+        taken: list[tuple[str, asyncio.Lock | None]] = []
+        try:
+            for pk in pks:
+                lock = locks.take(pk)
+                taken.append((pk, None))
+                await lock.acquire()
+                taken[-1] = (pk, lock)
+            yield
+        finally:
+            for pk, held in reversed(taken):
+                if held is not None:
+                    held.release()
+                locks.drop(pk)
 
     async def _submit(self, key: str, change: Change) -> Any:
         """:meth:`DynamoDBStore._submit`: lead a batch or wait for a leader's answer."""
@@ -431,6 +500,17 @@ class AsyncDynamoDBStore(Core):
 
     async def release_lease(self, key: str, lease_id: str, now: float) -> None:
         await self._submit(key, self.change_release(lease_id, now))
+
+    async def apply_checks(
+        self, checks: Sequence[Check], now: float, write: bool = True
+    ) -> Applied:
+        """:meth:`DynamoDBStore.apply_checks`."""
+        key = one_key(checks)
+        if key is not None:
+            applied: Applied = await self._submit(key, self.change_checks(checks, now, write))
+            return applied
+        plan = self.plan_checks(checks, now, write)
+        return await self._run(plan, hold=items_of(checks) if write else ())
 
     async def ping(self) -> None:
         await self._run(self.plan_ping())

@@ -12,20 +12,22 @@ import math
 import random
 import re
 import secrets
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ratekeeper.algorithms import State, evaluate
+from ratekeeper.algorithms.checks import Check, Slot, evaluate_checks
 from ratekeeper.algorithms.concurrency import acquire_lease, release_lease
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, StoreUnavailable
-from ratekeeper.stores.base import Rule
+from ratekeeper.stores.base import Applied, Rule
 
 T = TypeVar("T")
+L = TypeVar("L")
 
 # The table: one item per user key.
 KEY = "pk"  # partition key (S): "k:" + the user key, or "h:" + its sha256 when too long
@@ -42,6 +44,7 @@ BACKOFF_BASE = 0.001  # seconds: the jittered pause after a conflict doubles fro
 BACKOFF_CAP = 0.02  # ...up to this
 VERSION_BYTES = 8  # random bytes per version token (a counter could repeat after a TTL delete)
 PING_KEY = "h:ratekeeper-ping"  # an item that never exists: a read of it checks table and rights
+MAX_ITEMS = 100  # items per TransactWriteItems and keys per BatchGetItem (DynamoDB's limits)
 
 DEFAULT_TIMEOUT = 0.5  # seconds per operation: wait for the key's turn, connect, send, receive
 DEFAULT_MAX_RETRIES = 64  # compare-and-swap attempts per operation
@@ -59,6 +62,10 @@ _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
 # Conditions and answers that mean "the store cannot answer now" (everything else too, but these
 # are named in messages as what they are).
 _CONFLICT = "ConditionalCheckFailedException"
+_CANCELLED = "TransactionCanceledException"
+# A transaction's cancellation reasons that mean "another writer came first": retried. Any other
+# (throttling, validation, capacity) is StoreUnavailable.
+_FAILED, _BUSY, _FINE = "ConditionalCheckFailed", "TransactionConflict", "None"
 _THROTTLED = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -89,6 +96,15 @@ class Conflict:
     """The answer to a conditional write that failed: the item as the server had it."""
 
     item: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """The answer to a transaction that lost a race: one reason per item, in request order
+    (``Code`` ``"None"``: its condition held; ``"ConditionalCheckFailed"``: it did not, ``Item``
+    is then the item as the server had it, absent when there was none)."""
+
+    reasons: tuple[dict[str, Any], ...]
 
 
 Step = Call | Pause
@@ -157,6 +173,32 @@ class Turns:
         return queue
 
 
+class Locks(Generic[L]):
+    """This process's turns on items for transactions (a lock per partition key, made on first
+    use, forgotten when no caller holds or waits for it). Taken in key order (`items_of`), so
+    that the transactions of one process neither fight each other's conditions nor deadlock."""
+
+    __slots__ = ("factory", "slots")
+
+    def __init__(self, factory: Callable[[], L]) -> None:
+        self.factory = factory
+        self.slots: dict[str, list[Any]] = {}  # pk -> [lock, callers holding or waiting]
+
+    def take(self, pk: str) -> L:
+        slot = self.slots.get(pk)
+        if slot is None:
+            slot = self.slots[pk] = [self.factory(), 0]
+        slot[1] += 1
+        lock: L = slot[0]
+        return lock
+
+    def drop(self, pk: str) -> None:
+        slot = self.slots[pk]
+        slot[1] -= 1
+        if not slot[1]:
+            del self.slots[pk]
+
+
 def item_key(key: str) -> str:
     """The partition key value of a user key (see the module constants)."""
     try:
@@ -168,15 +210,20 @@ def item_key(key: str) -> str:
     return "h:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def outcome(exc: BaseException) -> Conflict:
-    """What a failed request means: a :class:`Conflict` for a failed condition, else raise
-    `StoreUnavailable` (throttling, 5xx, a missing table, refused credentials, a timeout, a
-    connection error: the store cannot answer now)."""
+def outcome(exc: BaseException) -> Conflict | Cancelled:
+    """What a failed request means: a :class:`Conflict` for a failed condition, a
+    :class:`Cancelled` for a transaction that lost a race, else raise `StoreUnavailable`
+    (throttling, 5xx, a missing table, refused credentials, a timeout, a connection error, a
+    transaction cancelled for any other reason: the store cannot answer now)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = error.get("Code", "")
         if code == _CONFLICT:
             return Conflict(exc.response.get("Item"))
+        reasons = exc.response.get("CancellationReasons") or ()
+        codes = {reason.get("Code", _FINE) for reason in reasons}
+        if code == _CANCELLED and reasons and codes <= {_FAILED, _BUSY, _FINE} and codes != {_FINE}:
+            return Cancelled(tuple(reasons))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
         message = " ".join(str(error.get("Message", "")).split())
         kind = "throttled" if code in _THROTTLED else f"HTTP {status}"
@@ -224,18 +271,7 @@ class Entry:
         now = self.now
         parts = {part: item for part, item in self.parts.items() if item[1] > now}
         leases = tuple(lease for lease in self.leases or () if lease[1] > now)
-        if self.version is None:
-            condition: dict[str, Any] = {
-                "ConditionExpression": "attribute_not_exists(#k)",
-                "ExpressionAttributeNames": {"#k": KEY},
-            }
-        else:
-            condition = {
-                "ConditionExpression": "#v = :v",
-                "ExpressionAttributeNames": {"#v": VERSION},
-                "ExpressionAttributeValues": {":v": {"S": self.version}},
-            }
-        condition["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        condition = unchanged(self.version)
         key = {KEY: {"S": pk}}
         if not parts and not leases:
             return Call("delete_item", {"TableName": table, "Key": key, **condition}), None
@@ -252,8 +288,76 @@ class Entry:
         return Call("put_item", {"TableName": table, "Item": item, **condition}), item
 
 
+def unchanged(version: str | None) -> dict[str, Any]:
+    """The condition that an item is still at ``version`` (None: still absent), returning the
+    item as it is when it is not."""
+    if version is None:
+        return {
+            "ConditionExpression": "attribute_not_exists(#k)",
+            "ExpressionAttributeNames": {"#k": KEY},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    return {
+        "ConditionExpression": "#v = :v",
+        "ExpressionAttributeNames": {"#v": VERSION},
+        "ExpressionAttributeValues": {":v": {"S": version}},
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+
+
 def get(table: str, pk: str) -> Call:
     return Call("get_item", {"TableName": table, "Key": {KEY: {"S": pk}}, "ConsistentRead": True})
+
+
+def in_transaction(call: Call) -> dict[str, Any]:
+    """A conditional ``put_item``/``delete_item`` as an element of ``TransactItems``."""
+    return {"Put" if call.op == "put_item" else "Delete": call.params}
+
+
+def condition_check(table: str, pk: str, version: str | None) -> dict[str, Any]:
+    """An element of ``TransactItems`` that only checks that an item is still at ``version``."""
+    return {"ConditionCheck": {"TableName": table, "Key": {KEY: {"S": pk}}, **unchanged(version)}}
+
+
+def put_states(
+    checks: Sequence[Check],
+    pks: dict[str, str],
+    entries: dict[str, Entry],
+    writes: dict[Slot, State],
+    holds: dict[Slot, float],
+    now: float,
+) -> set[str]:
+    """Put the states `evaluate_checks` wrote into their entries, each kept until it is
+    replenished (a state in debt longer than its algorithm's horizon); returns the partition keys
+    changed."""
+    horizons: dict[Slot, float] = {}
+    for check in checks:
+        for part, limit in zip(check.rule.parts, check.rule.limits, strict=True):
+            slot = (check.key, part)
+            horizon = check.rule.algorithm.horizon(limit)
+            horizons[slot] = max(horizons.get(slot, 0.0), horizon)
+    touched = set()
+    for (key, part), state in writes.items():
+        pk = pks[key]
+        entry = entries[pk]
+        if state is None:
+            entry.parts.pop(part, None)
+        else:
+            entry.parts[part] = [state, now + max(horizons[(key, part)], holds[(key, part)])]
+        entry.now = max(entry.now, now)
+        touched.add(pk)
+    return touched
+
+
+def one_key(checks: Sequence[Check]) -> str | None:
+    """The user key of checks that all fall on one item (None: several items, or none)."""
+    keys = {check.key for check in checks}
+    return keys.pop() if len(keys) == 1 else None
+
+
+def items_of(checks: Sequence[Check]) -> list[str]:
+    """The partition keys of ``checks``, sorted: the order their in-process turns are taken."""
+    return sorted({item_key(check.key) for check in checks})
 
 
 def split_url(url: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -431,6 +535,129 @@ class Core:
             return True, None
 
         return change
+
+    def change_checks(self, checks: Sequence[Check], now: float, write: bool) -> Change:
+        """Checks that all fall on one item: one conditional write, in the key's turn."""
+
+        def change(entry: Entry) -> tuple[bool, Applied]:
+            states = {
+                (c.key, part): entry.state(part, now) for c in checks for part in c.rule.parts
+            }
+            writes, decisions, holds = evaluate_checks(checks, states, now)
+            if not write or not writes:  # denied (None), or nothing changed
+                return False, Applied(decisions, now)
+            pk = item_key(checks[0].key)
+            put_states(checks, {c.key: pk for c in checks}, {pk: entry}, writes, holds, now)
+            return True, Applied(decisions, now)
+
+        return change
+
+    def plan_checks(self, checks: Sequence[Check], now: float, write: bool) -> Plan[Applied]:
+        """Checks on several items, all-or-nothing: read every item (one strongly consistent
+        ``BatchGetItem``; items this store last wrote need none), run `evaluate_checks`, then
+        write every changed item in one ``TransactWriteItems``, each on condition that its
+        version did not move, with a ``ConditionCheck`` on each item read but not changed (the
+        decision depends on it). A cancellation by conflicts returns the items as the server had
+        them, so the retry reads only those it did not get; after a jittered pause when the
+        conflict was on fresh reads, at most ``max_retries`` attempts, then `StoreUnavailable`.
+        An answer that writes nothing comes from fresh reads."""
+        pks = {check.key: item_key(check.key) for check in checks}
+        order = sorted(set(pks.values()))
+        if len(order) > MAX_ITEMS:
+            raise ConfigError(
+                f"dynamodb: a transaction holds at most {MAX_ITEMS} items; these checks use "
+                f"{len(order)} keys"
+            )
+        cache = self._cache
+        items: dict[str, dict[str, Any] | None] = {}
+        if write:
+            items = {pk: cache[pk] for pk in order if pk in cache}
+        unsure = set(items)  # taken from the cache, not read: may be stale
+        conflicts = 0
+        try:
+            while True:
+                missing = [pk for pk in order if pk not in items]
+                if missing:
+                    items.update((yield from self.plan_read(missing)))
+                entries = {pk: Entry(items[pk]) for pk in order}
+                states = {
+                    (c.key, part): entries[pks[c.key]].state(part, now)
+                    for c in checks
+                    for part in c.rule.parts
+                }
+                writes, decisions, holds = evaluate_checks(checks, states, now)
+                if not write or not writes:  # denied (None), or nothing changed
+                    if unsure:
+                        for pk in unsure:
+                            del items[pk]
+                        unsure.clear()
+                        continue
+                    return Applied(decisions, now)
+                touched = put_states(checks, pks, entries, writes, holds, now)
+                requests, left = [], {}
+                for pk in order:  # a check on each item read but unchanged: the decision used it
+                    entry = entries[pk]
+                    if pk in touched:
+                        call, left[pk] = entry.write(self.table, pk)
+                        requests.append(in_transaction(call))
+                    else:
+                        requests.append(condition_check(self.table, pk, entry.version))
+                reply = yield Call("transact_write_items", {"TransactItems": requests})
+                if isinstance(reply, Cancelled):
+                    conflicts += 1
+                    if conflicts >= self.max_retries:
+                        raise StoreUnavailable(
+                            f"dynamodb: no consistent transaction on {sorted(pks)!r} after "
+                            f"{conflicts} attempts (contention)"
+                        )
+                    stale = False
+                    for pk, reason in zip(order, reply.reasons, strict=True):
+                        code = reason.get("Code", _FINE)
+                        if code == _FINE:  # its condition held: the item is as read
+                            unsure.discard(pk)
+                            continue
+                        cache.pop(pk, None)
+                        stale = stale or pk in unsure
+                        unsure.discard(pk)
+                        if code == _FAILED and "Item" in reason:
+                            items[pk] = reason["Item"]
+                        else:  # gone, or busy in another transaction: read it again
+                            del items[pk]
+                    if not stale:
+                        backoff = min(BACKOFF_BASE * 2**conflicts, BACKOFF_CAP)
+                        yield Pause(random.uniform(0, backoff))
+                    continue
+                for pk, written in left.items():
+                    if written is None:
+                        cache.pop(pk, None)
+                    else:
+                        if len(cache) >= CACHE_SIZE:
+                            cache.clear()
+                        cache[pk] = written
+                return Applied(decisions, now)
+        except BaseException:
+            for pk in order:  # a write may or may not have happened
+                cache.pop(pk, None)
+            raise
+
+    def plan_read(self, pks: list[str]) -> Plan[dict[str, dict[str, Any] | None]]:
+        """The items of ``pks`` (None: absent), by strongly consistent ``BatchGetItem``s; keys
+        the server left unprocessed (throttling) are asked again after a pause."""
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(pks)
+        keys = [{KEY: {"S": pk}} for pk in pks]
+        pauses = 0
+        while keys:
+            ask, keys = keys[:MAX_ITEMS], keys[MAX_ITEMS:]
+            request = {self.table: {"Keys": ask, "ConsistentRead": True}}
+            reply = yield Call("batch_get_item", {"RequestItems": request})
+            for item in reply.get("Responses", {}).get(self.table, ()):
+                found[item[KEY]["S"]] = item
+            left = reply.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+            if left:
+                pauses += 1
+                yield Pause(random.uniform(0, min(BACKOFF_BASE * 2**pauses, BACKOFF_CAP)))
+                keys = left + keys
+        return found
 
     def plan_ping(self) -> Plan[None]:
         """A plain read of an item that never exists: checks the endpoint, the credentials, the
