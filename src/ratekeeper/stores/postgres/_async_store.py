@@ -17,11 +17,18 @@ from typing import Any, Self
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from ratekeeper._drive import drive_async
 from ratekeeper.algorithms.checks import Check
 from ratekeeper.decision import Decision
 from ratekeeper.errors import StoreUnavailable
 from ratekeeper.stores.base import Applied, Rule
-from ratekeeper.stores.postgres._core import Migration, PostgresCore, is_unavailable, split_url
+from ratekeeper.stores.postgres._core import (
+    Migration,
+    PostgresCore,
+    Statement,
+    is_unavailable,
+    split_url,
+)
 from ratekeeper.stores.postgres._io import CHECK_FAILED, deadline, store_options
 
 __all__ = ["AsyncPostgresStore"]
@@ -166,20 +173,19 @@ class AsyncPostgresStore(PostgresCore):
 
     async def _migrate(self, pool: AsyncConnectionPool[Any], force: bool, started: float) -> bool:
         conn = await self._getconn(pool, started)
+
+        async def run(step: Statement) -> Any:
+            query, params, fetch, timeout = step
+            with deadline(self, conn, self.round_trip_timeout(started, timeout)):
+                cur = await conn.execute(query, params or None)
+                result = await cur.fetchall() if fetch else None
+            self.progress()
+            return result
+
         try:
             async with conn.transaction():
                 flow: Migration = self.migration(force)
-                result: Any = None
-                while True:
-                    try:
-                        query, params, fetch, timeout = flow.send(result)
-                    except StopIteration as stop:
-                        changed = bool(stop.value)
-                        break
-                    with deadline(self, conn, self.round_trip_timeout(started, timeout)):
-                        cur = await conn.execute(query, params or None)
-                        result = await cur.fetchall() if fetch else None
-                    self.progress()
+                changed = bool(await drive_async(flow, run))
         finally:
             await pool.putconn(conn)
         self.ready = True

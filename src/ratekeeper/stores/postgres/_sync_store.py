@@ -16,11 +16,18 @@ from typing import Any, Self
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ratekeeper._drive import drive
 from ratekeeper.algorithms.checks import Check
 from ratekeeper.decision import Decision
 from ratekeeper.errors import StoreUnavailable
 from ratekeeper.stores.base import Applied, Rule
-from ratekeeper.stores.postgres._core import Migration, PostgresCore, is_unavailable, split_url
+from ratekeeper.stores.postgres._core import (
+    Migration,
+    PostgresCore,
+    Statement,
+    is_unavailable,
+    split_url,
+)
 from ratekeeper.stores.postgres._io import CHECK_FAILED, deadline, store_options
 
 __all__ = ["PostgresStore"]
@@ -158,20 +165,19 @@ class PostgresStore(PostgresCore):
 
     def _migrate(self, pool: ConnectionPool[Any], force: bool, started: float) -> bool:
         conn = self._getconn(pool, started)
+
+        def run(step: Statement) -> Any:
+            query, params, fetch, timeout = step
+            with deadline(self, conn, self.round_trip_timeout(started, timeout)):
+                cur = conn.execute(query, params or None)
+                result = cur.fetchall() if fetch else None
+            self.progress()
+            return result
+
         try:
             with conn.transaction():
                 flow: Migration = self.migration(force)
-                result: Any = None
-                while True:
-                    try:
-                        query, params, fetch, timeout = flow.send(result)
-                    except StopIteration as stop:
-                        changed = bool(stop.value)
-                        break
-                    with deadline(self, conn, self.round_trip_timeout(started, timeout)):
-                        cur = conn.execute(query, params or None)
-                        result = cur.fetchall() if fetch else None
-                    self.progress()
+                changed = bool(drive(flow, run))
         finally:
             pool.putconn(conn)
         self.ready = True
