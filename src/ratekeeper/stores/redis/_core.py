@@ -210,6 +210,14 @@ ALGORITHM_NAMES = (
     "gcra",
 )
 LIMIT_SCRIPTS, LEASE_ACQUIRE, LEASE_RELEASE, CHECKS = _build_scripts()
+_ALGORITHM_INDEX = {name: i for i, name in enumerate(ALGORITHM_NAMES, 1)}
+# The checks script's modes: decide only, decide and write, and describe (decide only; the items
+# that pass are described without their cost, as after a denial).
+PEEK, WRITE, DESCRIBE = 0, 1, 2
+_CHECKS_ARGS = 4  # the checks script's ARGV: now, the packed head, the packed items, the deadline
+_ITEM = struct.Struct("<ddddd")  # per item of the checks script: slot, cost, mode, keep, at
+_CHECK_ROW = struct.Struct("<dddd")  # per state key: algorithm index, amount, per, capacity
+_HEAD = struct.Struct("<dd")  # the checks script's mode and extra TTL
 
 
 class Prepared:
@@ -217,6 +225,7 @@ class Prepared:
 
     __slots__ = (
         "amount",
+        "check_rows",
         "heads",
         "hit_packet_tail",
         "hit_tail",
@@ -255,15 +264,15 @@ class Prepared:
         self.heads: dict[str, bytes] = {}
         self.hit_packet_tail = bulk(self.hit_tail)
         self.peek_packet_tail = bulk(self.peek_tail)
+        # the checks script's row per limit: algorithm index, amount, per, capacity
+        index = _ALGORITHM_INDEX[name]
+        self.check_rows = tuple(
+            _CHECK_ROW.pack(index, limit.amount, limit.per, limit.capacity) for limit in rule.limits
+        )
 
 
 _floats = struct.Struct("<ddd").unpack
-
-# The checks script's modes: decide only, decide and write, and describe (decide only; the items
-# that pass are described without their cost, as after a denial).
-PEEK, WRITE, DESCRIBE = 0, 1, 2
-_ITEM = struct.Struct("<ddddd")  # per item of the checks script: slot, cost, mode, keep, at
-_ALGORITHM_INDEX = {name: i for i, name in enumerate(ALGORITHM_NAMES, 1)}
+_check_row = struct.Struct("<ddddd").unpack_from  # a checks reply's item
 
 
 class ChecksRequest(NamedTuple):
@@ -543,37 +552,49 @@ class RedisCore:
         """The checks script's call: the distinct state keys, per key its algorithm and limit,
         per (check, limit) item its key's index, cost, mode, kept units and charge time."""
         keys: dict[bytes, int] = {}
-        head: list[float] = [request.mode, self._grace_ms]
+        head = [_HEAD.pack(request.mode, self._grace_ms)]
         items: list[bytes] = []
+        item = _ITEM.pack
         for check in request.checks:
             prepared = self._rules.get(check.rule.parts) or self.prepared(check.rule)
             base = self._bases.get(check.key) or self.base_key(check.key)
-            index = _ALGORITHM_INDEX[check.rule.algorithm.name]
-            for suffix, limit, keep in zip(
-                prepared.suffixes, prepared.limits, check.keeps(), strict=True
-            ):
+            keeps = check.keeps() if check.share < 1.0 else None
+            for i, suffix in enumerate(prepared.suffixes):
                 state_key = base + suffix
                 slot = keys.get(state_key)
                 if slot is None:
                     slot = keys[state_key] = len(keys) + 1
-                    head += (index, limit.amount, limit.per, limit.capacity)
-                items.append(_ITEM.pack(slot, check.cost, check.mode, keep, check.at))
-        packed = struct.pack(f"<{len(head)}d", *head)
-        args = (len(keys), *keys, request.clock, packed, b"".join(items), deadline)
-        return Call(CHECKS, args)
+                    head.append(prepared.check_rows[i])
+                keep = keeps[i] if keeps is not None else 0.0
+                items.append(item(slot, check.cost, check.mode, keep, check.at))
+        clock = request.clock
+        argv = (
+            clock if isinstance(clock, bytes) else number(clock),
+            b"".join(head),
+            b"".join(items),
+            deadline,
+        )
+        packet = evalsha_head(CHECKS, list(keys), _CHECKS_ARGS) + b"".join(map(bulk, argv))
+        return Call(CHECKS, (len(keys), *keys, *argv), packet)
 
     @staticmethod
     def parse_checks(checks: Sequence[Check], reply: bytes) -> Applied:
         """The decisions of a checks script's reply (5 doubles per item) and its time."""
-        values = struct.unpack(f"<{len(reply) // 8}d", reply)
         decisions = []
         at = 0
         for check in checks:
             limits = check.rule.limits
-            rows = [values[i : i + 5] for i in range(at, at + 5 * len(limits), 5)]
-            decisions.append(from_rows(limits, rows))
-            at += 5 * len(limits)
-        return Applied(decisions, values[-1])
+            if len(limits) == 1:  # from_rows inlined for the common single limit
+                limit = limits[0]
+                ok, remaining, reset, retry, delay = _check_row(reply, at)
+                decisions.append(
+                    Decision(ok == 1, limit.amount, int(remaining), reset, retry, delay, limit)
+                )
+            else:
+                rows = [_check_row(reply, at + 40 * i) for i in range(len(limits))]
+                decisions.append(from_rows(limits, rows))
+            at += 40 * len(limits)
+        return Applied(decisions, struct.unpack_from("<d", reply, at)[0])
 
     def reset_keys(self, key: str, rule: Rule) -> list[bytes]:
         base = self.base_key(key)
