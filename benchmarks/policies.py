@@ -10,11 +10,11 @@ plain hit on the same store):
     priority class      hit(key, priority="batch"): apply_checks with a share
     reserve + commit    reserve an estimate, commit below it (two store operations)
 
-Stores: memory always; PostgreSQL and NATS when their URLs are given. (The Redis store has no
-apply_checks yet.)
+Stores: memory always; Redis (standalone or Cluster), PostgreSQL and NATS when their URLs are
+given. On a Cluster the chain's keys are in different hash slots: one script per slot.
 
     PYTHONPATH=.:src .venv/bin/python benchmarks/policies.py [--smoke]
-        [--postgres-url URL] [--nats-url URL]
+        [--redis-url URL] [--redis-cluster-url URL] [--postgres-url URL] [--nats-url URL]
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ def cases(store: Any) -> dict[str, Callable[[str], Any]]:
 @contextmanager
 def stores(args: argparse.Namespace) -> Iterator[list[tuple[str, Any]]]:
     made: list[tuple[str, Any]] = [("memory", MemoryStore())]
+    for name, url in (("redis", args.redis_url), ("redis cluster", args.redis_cluster_url)):
+        if url:
+            from ratekeeper.stores.redis import RedisStore
+
+            made.append((name, RedisStore.from_url(url, prefix=f"rkbench:{uuid.uuid4().hex}")))
     if args.postgres_url:
         from ratekeeper.stores.postgres import PostgresStore
 
@@ -91,6 +96,8 @@ def measure(store: Any, n: int, rounds: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny counts: only check it runs")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--redis-cluster-url")
     parser.add_argument("--postgres-url")
     parser.add_argument("--nats-url")
     args = parser.parse_args()
