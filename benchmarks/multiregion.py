@@ -4,11 +4,10 @@ go through FaultProxy with a cross-region latency (each way).
 
     python -m benchmarks.multiregion [--seconds 10] [--latency 0.05] [--rate 100] [--store S]
 
-``--store redis`` (default): three private redis-servers; Redis has no unconditional charge yet,
-so a remote charge is a conditional hit that a region already at its limit refuses (and loses).
-``--store postgres``: the three regions are three table prefixes on the PostgreSQL server of
-``$RATEKEEPER_POSTGRES_URL`` (``scripts/services``), reached through the proxies; PostgreSQL applies
-a charge unconditionally (``apply_checks``), the design's full guarantee.
+``--store redis`` (default): three private redis-servers. ``--store postgres``: the three
+regions are three table prefixes on the PostgreSQL server of ``$RATEKEEPER_POSTGRES_URL``
+(``scripts/services``), reached through the proxies. Both apply a charge unconditionally
+(``apply_checks``), the design's full guarantee.
 
 One key, limit ``rate``/second (token bucket, burst = rate), demand above the limit in every
 run. The ideal global admission over T seconds is rate x (1 + T) (the full bucket, then the

@@ -8,9 +8,9 @@ rule, cost and clock reading), so that every region's store counts the whole wor
 late by the replication lag. Remote regions do the same towards this one.
 
 Charges are unconditional where the remote store can apply one (`CheckStore.apply_checks`
-with a ``CHARGE``: memory, PostgreSQL, NATS): the remote's budget may go into debt, which its
-region then waits off, so every admission anywhere is counted everywhere once it arrives. On a
-store that can only ``hit`` (Redis and DynamoDB until their ``apply_checks`` ports land) a charge
+with a ``CHARGE``: memory, PostgreSQL, NATS, Redis, DynamoDB): the remote's budget may go into
+debt, which its region then waits off, so every admission anywhere is counted everywhere once it
+arrives. On a store that can only ``hit`` (a third-party store without ``apply_checks``) a charge
 is a conditional hit, refused when that store counts the limit as used up already, and a refused
 charge is lost: under sustained demand above the limit the regions then barely see each other
 (measured in the README).
