@@ -7,6 +7,8 @@ decision, on standalone Redis, Redis Cluster or Sentinel, sync (`RedisStore`) an
 ``RedisStore(client=redis.Redis(...))``. Time is read inside the script with ``TIME`` unless the
 store is built with ``time_source="client"`` (then the limiter's clock reading is used, which is
 how tests replay a FakeClock). See the README's "Redis" section for keys, TTLs and failures.
+Several checks at once (``apply_checks``: chains, reservations, priority classes) are one script
+too; on a Cluster, checks in different hash slots reserve then refund (the README's Policies).
 
 With ``pipelining=True`` (the default; not on Cluster) the scripts that concurrent tasks of an
 `AsyncRedisStore` call in one event-loop iteration go to Redis together, as one pipeline: each
