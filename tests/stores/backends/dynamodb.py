@@ -91,5 +91,6 @@ BACKENDS = [
         marks=(pytest.mark.dynamodb,),
         url=endpoint,
         make_at=make_at,
+        applies_checks=True,
     )
 ]

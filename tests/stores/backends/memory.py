@@ -8,5 +8,6 @@ BACKENDS = [
         make_sync=MemoryStore,
         make_async=AsyncMemoryStore,
         shared_between_processes=False,
+        applies_checks=True,
     )
 ]

@@ -55,5 +55,6 @@ BACKENDS = [
         marks=(pytest.mark.nats,),
         url=nats_url,
         make_at=make_at,
+        applies_checks=True,
     )
 ]

@@ -71,5 +71,6 @@ BACKENDS = [
         marks=(pytest.mark.postgres,),
         url=postgres_url,
         make_at=make_at,
+        applies_checks=True,
     )
 ]
