@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request
 
 from ratekeeper import ConfigError, RateLimitExceeded, StoreUnavailable
 from ratekeeper.compat.fastlimit import RateLimiter
@@ -82,3 +84,63 @@ async def test_connect_and_a_dead_store() -> None:
         await RateLimiter().check("k")  # no rate and no tiers
     with pytest.raises(ConfigError):
         await RateLimiter().check("k", rate="5 per fortnight")
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_decorator_shares_checks_budgets_with_tiers_costs_and_callable_rates() -> None:
+    limiter, clock = make()
+    app = FastAPI()
+
+    def user_of(request: Request) -> str:
+        return f"user:{request.headers['x-user']}"
+
+    async def plan_of(request: Request) -> str:  # async functions are awaited
+        return request.headers.get("x-plan", "free")
+
+    @app.get("/search")
+    @limiter.limit(key=user_of, tenant_type=plan_of)  # no rate: the tenant's tier
+    async def search() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/export")
+    @limiter.limit(
+        lambda request: "10/minute" if request.headers.get("x-big") else "4/minute",
+        key=user_of,
+        cost=lambda request: int(request.headers.get("x-rows", "1")),
+    )
+    def export() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/ping")
+    @limiter.limit("1/minute")  # FastLimit's default key: the client address
+    async def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    async with client(app) as c:
+        free = {"x-user": "1"}
+        assert (await c.get("/search", headers=free)).status_code == 200
+        await limiter.check("user:1", tenant_type="free")  # the route's budget: now spent
+        r = await c.get("/search", headers=free)
+        assert r.status_code == 429 and r.headers["X-RateLimit-Limit"] == "2"
+        premium = {"x-user": "1", "x-plan": "premium"}
+        assert (await c.get("/search", headers=premium)).status_code == 200
+        assert (await limiter.get_usage("user:1", tenant_type="premium"))["current"] == 1
+
+        assert (await c.get("/export", headers={**free, "x-rows": "3"})).status_code == 200
+        assert (await c.get("/export", headers={**free, "x-rows": "2"})).status_code == 429
+        big = {**free, "x-big": "1", "x-rows": "9"}  # another rate: its own state
+        assert (await c.get("/export", headers=big)).status_code == 200
+
+        assert (await c.get("/ping")).status_code == 200
+        with pytest.raises(RateLimitExceeded):  # the same key the decorator used
+            await limiter.check("ip:203.0.113.7", rate="1/minute")
+        await limiter.reset("ip:203.0.113.7")  # a decorator's fixed rate is reset too
+        assert (await c.get("/ping")).status_code == 200
+        clock.advance(60)
+        assert (await c.get("/search", headers=free)).status_code == 200
+    with pytest.raises(ConfigError):
+        RateLimiter().limit()  # no rate and no tiers: at decoration time

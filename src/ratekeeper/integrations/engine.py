@@ -48,7 +48,7 @@ import ratekeeper.registry as _registry
 from ratekeeper._drive import drive, drive_async
 from ratekeeper.algorithms import get_algorithm
 from ratekeeper.config import unknown_name
-from ratekeeper.decision import Decision
+from ratekeeper.decision import RESET_FORMATS, Decision, ResetFormat
 from ratekeeper.errors import ConfigError, StoreUnavailable
 from ratekeeper.events import Observer
 from ratekeeper.integrations.keys import (
@@ -102,8 +102,10 @@ class Engine:
     ``"raise"``; ``exempt_paths`` (prefixes or compiled
     regexes) and ``exempt_methods`` (default OPTIONS, for CORS preflights); ``headers``: True,
     False, or the groups to send among ``"ratelimit"`` (IETF ``RateLimit``/``RateLimit-Policy``),
-    ``"x-ratelimit"`` and ``"retry-after"``; ``on_denied``: ``(request, decision)`` returning the
-    framework's response (or None for the default JSON 429); ``key_prefix`` (default none: the
+    ``"x-ratelimit"`` and ``"retry-after"``; ``reset_header``: ``"seconds"`` (default) or
+    ``"epoch"`` for ``X-RateLimit-Reset`` as a Unix time (netrun's convention); ``on_denied``:
+    ``(request, decision)`` returning the framework's response (or None for the default JSON
+    429); ``key_prefix`` (default none: the
     stores namespace their keys already) separates engines sharing one store; ``enabled=False``
     switches limiting off; ``bridge_timeout``: how long blocking code waits for an asyncio
     store (default 0.75 s) before ``on_store_error`` decides; ``registry``: the registry that
@@ -148,6 +150,7 @@ class Engine:
         shadow: bool = False,
         observers: Iterable[Observer] = (),
         check_names: bool = True,
+        reset_header: ResetFormat = "seconds",
     ) -> None:
         if on_store_error not in ("allow", "deny", "raise"):
             raise ConfigError(
@@ -173,6 +176,9 @@ class Engine:
             unknown = self.header_groups - HEADER_GROUPS
             if unknown:
                 raise ConfigError(f"unknown header groups {sorted(unknown)}; use {HEADER_GROUPS}")
+        if reset_header not in RESET_FORMATS:
+            raise ConfigError(f"reset_header must be 'seconds' or 'epoch', got {reset_header!r}")
+        self.reset_header: ResetFormat = reset_header
         if on_denied is not None and not callable(on_denied):
             raise ConfigError(f"on_denied must be a callable, got {on_denied!r}")
         self.on_denied = on_denied
@@ -308,11 +314,15 @@ class Engine:
                 return {}
             return {"Retry-After": str(max(1, math.ceil(decision.retry_after)))}
         groups = self.header_groups
+        if self.reset_header == "seconds":
+            headers = decision.headers()
+        else:  # a Unix time on the engine's clock (the limiters' clock)
+            headers = decision.headers(self.reset_header, self.clock() if self.clock else None)
         if groups is HEADER_GROUPS:  # every group: nothing to filter
-            return decision.headers()
+            return headers
         return {
             name: value
-            for name, value in decision.headers().items()
+            for name, value in headers.items()
             if HEADER_GROUP_OF.get(name, "ratelimit") in groups
         }
 
@@ -401,7 +411,13 @@ class Engine:
             if message:
                 warn(what, message, exc_info=True)
             else:
-                warn(what, "ratekeeper: the %s function %r raised", what, func, exc_info=True)
+                warn(
+                    what,
+                    "ratekeeper: the %s function %r raised",
+                    what,
+                    func,
+                    exc_info=True,
+                )
             return _FAILED
         return result
 
@@ -435,7 +451,11 @@ class Engine:
                 cost = yield from self._call_on("cost", cost, view)
                 if cost is _FAILED or not _valid_cost(cost):
                     if cost is not _FAILED:
-                        warn("cost", "ratekeeper: cost %r is not a number >= 0; using 1", cost)
+                        warn(
+                            "cost",
+                            "ratekeeper: cost %r is not a number >= 0; using 1",
+                            cost,
+                        )
                     cost = 1
             if limiter is None:
                 limiter = self.limiter(rule, limits, asynchronous and not self._in_memory)

@@ -175,11 +175,20 @@ class Limiter:
 
     Every keyword is an :class:`Engine` option (``key``, ``cost``, ``store``, ``trusted_proxies``,
     ``exempt_paths``, ``headers``, ``on_denied``, ``on_store_error``, ``limiter`` (a registry
-    limiter's name for the default limits), ``shadow``, ``observers``, ``registry``…).
+    limiter's name for the default limits), ``shadow``, ``observers``, ``registry``…), or pass
+    a ready ``engine`` (shared with other code, e.g. ``ratekeeper.compat.fastlimit``).
     """
 
-    def __init__(self, default_limits: LimitSpec | None = None, **options: Any) -> None:
-        self.engine = Engine(default_limits, **options)
+    def __init__(
+        self,
+        default_limits: LimitSpec | None = None,
+        *,
+        engine: Engine | None = None,
+        **options: Any,
+    ) -> None:
+        if engine is not None and (default_limits is not None or options):
+            raise TypeError("pass either engine= or default limits and options, not both")
+        self.engine = engine if engine is not None else Engine(default_limits, **options)
 
     def init_app(self, app: FastAPI) -> None:
         """Register the 429 handler, and the middleware (for default limits and headers)."""
