@@ -40,6 +40,11 @@ DOCUMENTED = (
     "ratekeeper.integrations.flask",
     "ratekeeper.integrations.django",
     "ratekeeper.integrations.aiohttp",
+    "ratekeeper.integrations.websockets",
+    "ratekeeper.compat",
+    "ratekeeper.compat.netrun",
+    "ratekeeper.compat.fastlimit",
+    "ratekeeper.compat.distlimiter",
 )
 
 # Methods whose contract is an interface's, described there: the `Store`/`AsyncStore` protocol
