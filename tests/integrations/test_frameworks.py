@@ -18,12 +18,20 @@ from typing import Any
 import httpx
 import pytest
 
-from ratekeeper import ConfigError, Registry
+from ratekeeper import (
+    AsyncChain,
+    AsyncRateLimiter,
+    Chain,
+    ConfigError,
+    RateLimiter,
+    Registry,
+    StoreUnavailable,
+)
 from ratekeeper.decision import Decision
 from ratekeeper.events import Event
-from ratekeeper.integrations import cost_from_header
+from ratekeeper.integrations import Engine, cost_from_header
 from ratekeeper.stores import AsyncStore, Rule
-from ratekeeper.stores.memory import MemoryStore
+from ratekeeper.stores.memory import AsyncMemoryStore, MemoryStore
 from ratekeeper.testing import FakeClock
 
 FRAMEWORKS = ["flask", "django", "fastapi", "aiohttp"]
@@ -670,3 +678,208 @@ def test_shadow_rules_and_candidate_limits(build: Callable[..., Client]) -> None
         ("trial", "shadow_denied"),
     ]
     assert _metrics(registry, "trial") == {"allowed": 1, "denied": 0, "shadow_denied": 2}
+
+
+# -- chains wherever a limiter goes (issue 13, point 1) ------------------------------------------
+
+TENANT_USER_KEYS = ["tenant:{header[X-Tenant]}", "user:{header[X-User]}"]
+
+
+def _chain(kind: str, store: Any = None, **options: Any) -> Any:
+    """A two-level chain (tenant 3/minute, user 2/minute on a sliding window) on one store:
+    ``Chain`` (``kind="sync"``) or ``AsyncChain`` (``"async"``)."""
+    store = MemoryStore() if store is None else store
+    if kind == "async" and isinstance(store, MemoryStore):  # one asyncio face for every level
+        store = AsyncMemoryStore(store)
+    options.setdefault("clock", FakeClock())
+    make = RateLimiter if kind == "sync" else AsyncRateLimiter
+    levels = (
+        make("3/minute", store=store, name="tenant", **options),
+        make("2/minute", algorithm="sliding_window", store=store, name="user", **options),
+    )
+    return Chain(*levels) if kind == "sync" else AsyncChain(*levels)  # type: ignore[arg-type]
+
+
+def _as(tenant: str, user: str) -> dict[str, str]:
+    return {"X-Tenant": tenant, "X-User": user}
+
+
+def _check_tenant_and_user_levels(c: Client, path: str) -> None:
+    """The chain's levels, all-or-nothing: the user's 2, then the tenant's 3; a denial at one
+    level takes nothing from the other; headers list both levels, X-RateLimit-* the binding."""
+    first = c.get(path, _as("acme", "1"))
+    assert first.status == 200
+    assert first.headers["RateLimit-Policy"] == '"3-per-60s";q=3;w=60, "2-per-60s";q=2;w=60'
+    assert (first.headers["X-RateLimit-Limit"], first.headers["X-RateLimit-Remaining"]) == (
+        "2",
+        "1",
+    )
+    assert c.get(path, _as("acme", "1")).status == 200
+    denied = c.get(path, _as("acme", "1"))
+    assert denied.status == 429 and denied.headers["X-RateLimit-Limit"] == "2"
+    assert "Retry-After" in denied.headers
+    assert c.get(path, _as("acme", "2")).status == 200  # the user's denial took nothing
+    tenant = c.get(path, _as("acme", "3"))
+    assert tenant.status == 429 and tenant.headers["X-RateLimit-Limit"] == "3"
+    assert c.get(path, _as("globex", "3")).status == 200  # another tenant, the same user id
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_chain_in_a_decorator(build: Callable[..., Client], kind: str) -> None:
+    """Sync and async chains under every framework (an ``AsyncChain`` under Flask and sync
+    Django runs on the engine's loop, a ``Chain`` under asyncio on its memory store directly)."""
+    chain = _chain(kind)
+    c = build(None, {"/": {"limiter": chain, "keys": TENANT_USER_KEYS}})
+    _check_tenant_and_user_levels(c, "/")
+
+
+def test_a_chain_as_the_default_limits_with_key_functions_per_level(
+    build: Callable[..., Client],
+) -> None:
+    """``limiter=chain`` for the default limits (the middleware's, Django's ``LIMITER``), one key
+    function per level; a decorated view is limited instead of the defaults, as ever."""
+    keys = [
+        lambda request: request.headers.get("X-Tenant"),
+        lambda request: request.headers.get("X-User"),
+    ]
+    c = build(None, {"/": None, "/own": {"limit": "5/minute"}}, limiter=_chain("sync"), keys=keys)
+    _check_tenant_and_user_levels(c, "/")
+    assert c.statuses("/own", 6, _as("acme", "1")) == [200] * 5 + [429]
+
+
+def test_one_chain_is_one_budget_wherever_it_is_used(build: Callable[..., Client]) -> None:
+    """Like a named limiter, a chain is one budget per key in every view using it (scope
+    ``"chain"``); ``scope=`` gives a view its own; without ``keys`` the rule's key keys every
+    level (the hybrid on one key)."""
+    chain = _chain("sync")
+    routes = {
+        "/a": {"limiter": chain},
+        "/b": {"limiter": chain},
+        "/c": {"limiter": chain, "scope": "c"},
+    }
+    c = build(None, routes)
+    assert [c.get(p).status for p in ("/a", "/b", "/a", "/c", "/c", "/c")] == [
+        200,
+        200,
+        429,
+        200,
+        200,
+        429,
+    ]
+
+
+def test_key_templates_fill_their_fields_from_the_request(build: Callable[..., Client]) -> None:
+    """``{ip}``, ``{key}`` (the rule's key function), ``{method}``, ``{path}``; a field without a
+    value in a request (a missing header) keys that level by client address, logged."""
+    store = RecordingStore()
+    original = store.apply_checks
+    keys: list[list[str]] = []
+
+    def recording(checks: Any, now: float, write: bool = True) -> Any:
+        keys.append([check.key for check in checks])
+        return original(checks, now, write)
+
+    store.apply_checks = recording  # type: ignore[method-assign]
+    chain = _chain("sync", store)
+    templates = ["{method} {path} from {ip}", "t:{header[X-Tenant]}/{key}"]
+    c = build(None, {"/p": {"limiter": chain, "keys": templates, "key": header_key}})
+    c.get("/p", {"X-Tenant": "a:b", "X-Client-Id": "42"})
+    c.get("/p")
+    # the fields escaped in the template, then the whole key in the storage key (as any key)
+    assert keys == [
+        [f"chain:custom:GET /p from {c.peer}", "chain:custom:t%3Aa%253Ab/custom%253A42"],
+        [f"chain:custom:GET /p from {c.peer}", f"chain:ip:{c.peer}"],
+    ]
+
+
+def test_chains_report_shadow_mode_observers_and_outages_as_limiters_do(
+    build: Callable[..., Client],
+) -> None:
+    """Levels in shadow mode: never a 429 nor a header, each would-be denial counted at the
+    level that denied; the engine's observers see every level's decision under its name; a
+    store outage is the integration's ``on_store_error``."""
+    recorder = Recorder()
+    shadow = _chain("sync", shadow=True)
+    routes = {"/shadow": {"limiter": shadow, "keys": TENANT_USER_KEYS}}
+    c = build(None, routes, observers=[recorder])
+    replies = [c.get("/shadow", _as("acme", "1")) for _ in range(3)]
+    assert [r.status for r in replies] == [200] * 3
+    assert all(r.headers.get("RateLimit") is None for r in replies)
+    assert recorder.hits() == [
+        ("tenant", "allowed"),
+        ("user", "allowed"),
+        ("tenant", "allowed"),
+        ("user", "allowed"),
+        ("user", "shadow_denied"),
+    ]
+    assert shadow.limiters[1].metrics().shadow_denied == 1
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose ``apply_checks`` fails while ``down``."""
+
+    down = False
+
+    def apply_checks(self, checks: Any, now: float, write: bool = True) -> Any:
+        if self.down:
+            raise StoreUnavailable("connection refused (test outage)")
+        return super().apply_checks(checks, now, write)
+
+
+@pytest.mark.parametrize(("policy", "status"), [("allow", 200), ("deny", 429)])
+def test_a_chain_s_store_outage_is_the_integration_s_on_store_error(
+    build: Callable[..., Client], policy: str, status: int
+) -> None:
+    store = FlakyStore()
+    c = build(None, {"/": {"limiter": _chain("sync", store)}}, on_store_error=policy)
+    assert c.get("/").status == 200
+    store.down = True
+    reply = c.get("/")
+    assert reply.status == status and reply.headers.get("RateLimit") is None
+
+
+def test_a_bad_chain_rule_fails_when_decorating() -> None:
+    engine, chain = Engine(), _chain("sync")
+    bad: list[dict[str, Any]] = [
+        {"limiter": chain, "keys": ["one"]},  # two levels
+        {"limiter": chain, "keys": ["{tenant}", "x"]},  # not a field
+        {"limiter": chain, "keys": ["{header}", "x"]},  # a header needs its name
+        {"limiter": chain, "keys": ["{ip!r}", "x"]},
+        {"limiter": chain, "keys": "abc"},
+        {"limiter": chain, "keys": [1, 2]},
+        {"limiter": chain, "algorithm": "gcra"},
+        {"limiter": chain, "shadow": True},
+        {"keys": ["a"]},  # keys without a chain
+    ]
+    for options in bad:
+        with pytest.raises(ConfigError):
+            engine.rule("1/minute" if "limiter" not in options else None, **options)
+            pytest.fail(f"no ConfigError for {options}")
+    with pytest.raises(ConfigError, match="chain"):
+        engine.rule("1/minute", limiter=chain)
+    with pytest.raises(ConfigError, match="shadow mode"):
+        Engine(shadow=True).rule(limiter=chain)
+    mixed = _chain("sync")
+    mixed.limiters[0].shadow = True
+    with pytest.raises(ConfigError, match="all be in shadow mode"):
+        engine.rule(limiter=mixed)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_chain_on_redis(build: Callable[..., Client], kind: str) -> None:
+    """A ``Chain`` on a ``RedisStore`` (in a worker thread under asyncio) and an ``AsyncChain``
+    on an ``AsyncRedisStore`` (on the engine's loop under Flask and sync Django), one script per
+    request, under every framework."""
+    from ratekeeper.stores.redis import AsyncRedisStore, RedisStore
+
+    url, prefix = _server_url("RATEKEEPER_REDIS_URL"), f"rktest:{uuid.uuid4().hex[:12]}"
+    store: Any = (RedisStore if kind == "sync" else AsyncRedisStore).from_url(url, prefix=prefix)
+    chain = _chain(kind, store, clock=None)
+    c = build(None, {"/": {"limiter": chain, "keys": TENANT_USER_KEYS}}, clock=None)
+    try:
+        _check_tenant_and_user_levels(c, "/")
+    finally:
+        if kind == "sync":
+            store.close()
+        else:
+            c.run(store.close())

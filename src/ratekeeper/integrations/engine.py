@@ -37,6 +37,7 @@ decides, so a blocking request is answered within that bound whatever the store 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import math
 import re
@@ -54,13 +55,17 @@ from ratekeeper.events import Observer
 from ratekeeper.integrations.keys import (
     CostSpec,
     IPNetwork,
+    Key,
     KeySpec,
+    KeyTemplate,
     LimitSpec,
     RequestView,
     ViewFunction,
     client_ip,
+    kind_and_value,
     peer_key,
     storage_key,
+    user_id,
     warn,
 )
 from ratekeeper.integrations.loop import LoopThread
@@ -69,6 +74,7 @@ from ratekeeper.integrations.rules import (
     HEADER_GROUPS,
     Denial,
     HeaderGroup,
+    LevelKey,
     LimitRule,
     Outcome,
     RuleOptions,
@@ -78,7 +84,10 @@ from ratekeeper.integrations.rules import (
 )
 from ratekeeper.limiter import AsyncRateLimiter, OnStoreError, RateLimiter
 from ratekeeper.limits import Limit, to_limits
+from ratekeeper.policies._async_chain import AsyncChain
+from ratekeeper.policies.chain import ChainCore
 from ratekeeper.registry import DEFAULT_MAX_LIMITERS, Registry, StorePair, StoreSpec
+from ratekeeper.stores.memory import MemoryStore
 
 # Seconds blocking code waits for an asyncio store's answer before it counts the store as
 # unavailable: the stores' own 0.5 s deadline plus room, inside the 1.0 s decision bound.
@@ -146,7 +155,8 @@ class Engine:
         max_limiters: int = DEFAULT_MAX_LIMITERS,
         bridge_timeout: float = BRIDGE_TIMEOUT,
         registry: Registry | None = None,
-        limiter: str | None = None,
+        limiter: str | ChainCore | None = None,
+        keys: Sequence[LevelKey] | None = None,
         shadow: bool = False,
         observers: Iterable[Observer] = (),
         check_names: bool = True,
@@ -212,11 +222,15 @@ class Engine:
         self._unchecked: list[str] | None = None if check_names else []
         self.rules: list[LimitRule] = []
         if limits is not None or limiter is not None:
-            scope = "default" if limiter is None else None  # a named limiter: its name
-            self.rules.append(self.rule(limits, scope=scope, limiter=limiter))
+            scope = "default" if limiter is None else None  # a named limiter or chain: its own
+            self.rules.append(self.rule(limits, scope=scope, limiter=limiter, keys=keys))
+        elif keys is not None:
+            raise ConfigError("keys= (one key per level) is for a chain: limiter=Chain(...)")
         for rule in rules:
             if rule.limiter is not None:
                 self._check_name(rule.limiter)
+            elif rule.chain is not None:
+                self._check_chain(rule)
             self.rules.append(rule)
         self.store: StorePair = self.registry.store(store)
         # A URL gives both faces; a store object only its own (the other one is a ConfigError).
@@ -256,7 +270,9 @@ class Engine:
         :func:`scope_of`). A ``limiter`` name must be known to the engine's registry now."""
         check_rule_options(options)
         name = options.get("limiter")
-        scope = options.get("scope") or name or (scope_of(target) if target is not None else None)
+        scope = options.get("scope")
+        if not scope and not isinstance(name, ChainCore):  # a chain's default scope: "chain"
+            scope = name or (scope_of(target) if target is not None else None)
         cost = options.get("cost")
         rule = LimitRule(
             limit,
@@ -267,12 +283,23 @@ class Engine:
             paths=paths,
             algorithm=options.get("algorithm"),
             limiter=name,
+            keys=options.get("keys"),
             shadow=options.get("shadow"),
             shadow_limits=options.get("shadow_limits"),
         )
-        if name is not None:
-            self._check_name(name)
+        if rule.limiter is not None:
+            self._check_name(rule.limiter)
+        elif rule.chain is not None:
+            self._check_chain(rule)
         return rule
+
+    def _check_chain(self, rule: LimitRule) -> None:
+        """A `ConfigError` if the engine is in shadow mode and the rule's chain is not."""
+        if self.shadow and not rule.shadow:
+            raise ConfigError(
+                f"the engine is in shadow mode but {rule.chain!r} is not, and a chain's settings "
+                "are its levels': build its limiters with shadow=True, or drop the engine's shadow"
+            )
 
     def _check_name(self, name: str) -> None:
         """A `ConfigError` unless ``name`` is a limiter of the registry (recorded instead while
@@ -434,6 +461,21 @@ class Engine:
         for rule in rules:
             if not rule.applies(view):
                 continue
+            if rule.chain is not None:
+                decision: Decision = yield from self._chain_flow(
+                    rule, rule.chain, view, asynchronous
+                )
+                outcome.decisions[rule.scope] = decision
+                if rule.shadow:  # every level in shadow mode: never denies, no headers
+                    continue
+                if not decision.allowed:
+                    outcome.allowed, outcome.decision, outcome.rule = False, decision, rule
+                    return outcome
+                if not decision.fallback and (
+                    outcome.decision is None or decision.remaining < outcome.decision.remaining
+                ):
+                    outcome.decision, outcome.rule = decision, rule
+                continue
             limiter: RateLimiter | AsyncRateLimiter | None = None
             if rule.limiter is not None:
                 limiter = self.named(rule.limiter, asynchronous)
@@ -448,20 +490,12 @@ class Engine:
             key = storage_key(rule.scope, (yield from self._key(rule, view)), self.key_prefix)
             cost = rule.cost
             if callable(cost):
-                cost = yield from self._call_on("cost", cost, view)
-                if cost is _FAILED or not _valid_cost(cost):
-                    if cost is not _FAILED:
-                        warn(
-                            "cost",
-                            "ratekeeper: cost %r is not a number >= 0; using 1",
-                            cost,
-                        )
-                    cost = 1
+                cost = yield from self._cost(cost, view)
             if limiter is None:
                 limiter = self.limiter(rule, limits, asynchronous and not self._in_memory)
             try:
                 if isinstance(limiter, AsyncRateLimiter):
-                    decision: Decision = yield _StoreCall(limiter.hit(key, float(cost)))
+                    decision = yield _StoreCall(limiter.hit(key, float(cost)))
                 elif asynchronous and not (self._in_memory and rule.limiter is None):
                     # a named limiter whose store is synchronous only
                     decision = yield _StoreCall(asyncio.to_thread(limiter.hit, key, float(cost)))
@@ -481,17 +515,114 @@ class Engine:
                 outcome.decision, outcome.rule = decision, rule
         return outcome
 
+    def _cost(self, func: Callable[[Any], Any], view: RequestView) -> Generator[Any, Any, Any]:
+        """A cost function's value; 1 when it raised or is not a number >= 0 (logged)."""
+        cost = yield from self._call_on("cost", func, view)
+        if cost is _FAILED or not _valid_cost(cost):
+            if cost is not _FAILED:
+                warn("cost", "ratekeeper: cost %r is not a number >= 0; using 1", cost)
+            cost = 1
+        return cost
+
+    def _chain_flow(
+        self, rule: LimitRule, chain: ChainCore, view: RequestView, asynchronous: bool
+    ) -> Generator[Any, Any, Decision]:
+        """One request against every level of a chain rule, all-or-nothing: the level keys, the
+        cost, the chain's hit (an `AsyncChain` under blocking code: on the engine's loop within
+        ``bridge_timeout``; a blocking chain on a network store under asyncio: in a worker
+        thread), then each level counts and reports it as its own hit would."""
+        keys = yield from self._level_keys(rule, view)
+        cost = rule.cost
+        if callable(cost):
+            cost = yield from self._cost(cost, view)
+        if self.observers and chain not in self._observed:
+            for level in chain.limiters:
+                for observer in self.observers:
+                    level.add_observer(observer)
+            self._observed.add(chain)
+        try:
+            if isinstance(chain, AsyncChain):
+                decision: Decision = yield _StoreCall(chain.hit(*keys, cost=float(cost)))
+            elif asynchronous and not isinstance(chain.store, MemoryStore):
+                call = asyncio.to_thread(chain.hit, *keys, cost=float(cost))  # type: ignore[attr-defined]
+                decision = yield _StoreCall(call)
+            else:
+                decision = chain.hit(*keys, cost=float(cost))  # type: ignore[attr-defined]
+        except StoreUnavailable as exc:  # no answer in time, or the levels' on_store_error
+            return self._outage(chain.limiters[0].limits, exc)
+        if not decision.fallback:
+            levels = decision.details if len(chain) > 1 else (decision,)
+            for level, key, detail in zip(chain.limiters, keys, levels, strict=True):
+                if decision.allowed or not detail.allowed:  # a denial: the levels that denied
+                    level._settle(key, detail, None, None, 0.0)
+        return decision
+
+    def _level_keys(self, rule: LimitRule, view: RequestView) -> Generator[Any, Any, list[str]]:
+        """The storage key of each level of a chain rule: its template filled from the request,
+        or its key function's value (:meth:`_key_of`); without ``keys``, the rule's key for
+        every level."""
+        scope, prefix = rule.scope, self.key_prefix
+        if rule.keys is None:
+            key = storage_key(scope, (yield from self._key(rule, view)), prefix)
+            return [key] * len(rule.chain or ())
+        keys: list[str] = []
+        for spec in rule.keys:
+            if not isinstance(spec, KeyTemplate):
+                keys.append(storage_key(scope, (yield from self._key_of(spec, view)), prefix))
+                continue
+            values: dict[str, str | None] = {}
+            if "key" in spec.fields:
+                values["key"] = kind_and_value((yield from self._key(rule, view)))
+            rendered = spec.render(functools.partial(self._field, view, values))
+            if rendered is None:
+                warn(
+                    "key-template",
+                    "ratekeeper: key template %r has a field without a value in this request; "
+                    "keying the level by client address",
+                    spec.text,
+                )
+                keys.append(storage_key(scope, self._client(view), prefix))
+            else:
+                keys.append(storage_key(scope, rendered, prefix))
+        return keys
+
+    def _field(
+        self, view: RequestView, values: dict[str, str | None], name: str, argument: str | None
+    ) -> str | None:
+        """The value of a key template's field in this request (None: it has none)."""
+        if name == "key":
+            return values["key"]
+        if name == "ip":
+            return self._client(view).value
+        if name == "user":
+            return None if view.get_user is None else user_id(view.get_user())
+        if name == "header":
+            return (view.header(argument or "") or "").strip() or None
+        if name == "method":
+            return view.method.upper()
+        if name == "route":
+            return view.route or view.path
+        return view.path
+
+    def _client(self, view: RequestView) -> Key:
+        """The client address key, never failing (the socket peer as a last resort)."""
+        try:
+            return self.client_key(view)  # type: ignore[no-any-return]
+        except Exception:
+            warn("key", "ratekeeper: the key function %r raised", self.client_key, exc_info=True)
+            return peer_key(view)
+
     def _key(self, rule: LimitRule, view: RequestView) -> Generator[Any, Any, str]:
-        """The key function's value: a non-empty string as is, an int as its decimal string;
+        """The rule's key function's value (engine default when it has none), see
+        :meth:`_key_of`."""
+        return (yield from self._key_of(rule.key or self.default_key, view))
+
+    def _key_of(self, func: KeySpec, view: RequestView) -> Generator[Any, Any, str]:
+        """A key function's value: a non-empty string as is, an int as its decimal string;
         anything else (None, "", an object that would make a new key per request) is logged and
         the request is keyed by client address."""
-        func = rule.key or self.default_key
         if func is self.client_key:  # the built-in default: synchronous, reads the view
-            try:
-                return self.client_key(view)  # type: ignore[no-any-return]
-            except Exception:
-                warn("key", "ratekeeper: the key function %r raised", func, exc_info=True)
-                return peer_key(view)
+            return self._client(view)
         value = yield from self._call_on("key", func, view)
         if isinstance(value, str) and value:
             return value

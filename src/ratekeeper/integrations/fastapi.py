@@ -47,6 +47,7 @@ from ratekeeper.integrations.rules import (
     denial_body,
 )
 from ratekeeper.integrations.starlette import HEADERS_SCOPE_KEY, RateLimitMiddleware, view_of
+from ratekeeper.policies.chain import ChainCore
 
 __all__ = [
     "Limiter",
@@ -107,34 +108,40 @@ class RateLimit:
     ``Depends(RateLimit(limiter="api"))`` for the registry limiter named ``"api"`` (an unknown
     name is a `ConfigError` here, at import time).
 
+    ``Depends(RateLimit(limiter=chain, keys=["global", "user:{user}"]))`` for a `Chain` /
+    `AsyncChain` (one key per level, see `LimitRule`).
+
     Without ``scope``, each route it guards has its own budget (so one instance can guard a whole
-    router), but a named limiter is one budget; give ``scope="name"`` to share one budget between
-    routes. ``limiter=`` given a `Limiter` (or ``engine=`` an `Engine`) reuses its engine (store,
-    key, options); otherwise the keywords other than the `RuleOptions` (``key``, ``cost``,
-    ``scope``, ``methods``, ``algorithm``, ``shadow``, ``shadow_limits``) configure a private one.
+    router), but a named limiter or a chain is one budget; give ``scope="name"`` to share one
+    budget between routes. ``limiter=`` given a `Limiter` (or ``engine=`` an `Engine`) reuses its
+    engine (store, key, options); otherwise the keywords other than the `RuleOptions` (``key``,
+    ``keys``, ``cost``, ``scope``, ``methods``, ``algorithm``, ``shadow``, ``shadow_limits``)
+    configure a private one.
     """
 
     def __init__(
         self,
         limit: LimitSpec | None = None,
         *,
-        limiter: "str | Limiter | None" = None,
+        limiter: "str | ChainCore | Limiter | None" = None,
         engine: Engine | None = None,
         **options: Any,
     ) -> None:
         picked = {name: options.pop(name) for name in RULE_OPTIONS & options.keys()}
         rule = cast(RuleOptions, picked)
-        if isinstance(limiter, str):
+        if isinstance(limiter, str | ChainCore):
             rule["limiter"] = limiter
         elif limiter is not None:
             engine = limiter.engine
         if engine is not None and options:
             raise TypeError("pass either a Limiter or engine= or engine options, not several")
         self.engine = engine if engine is not None else Engine(**options)
-        scope = rule.pop("scope", None) or rule.get("limiter")
+        scope = rule.pop("scope", None)
         self._make = functools.partial(self.engine.rule, limit, **rule)
-        template = self._make(scope=scope or "route")  # a bad rate fails here, at import time
-        self._fixed = template if scope else None
+        # A named limiter or a chain is one budget wherever it is used (its own default scope).
+        shared = bool(scope) or "limiter" in rule
+        template = self._make(scope=scope or (None if shared else "route"))  # fails at import
+        self._fixed = template if shared else None
         self._rules: dict[str, LimitRule] = {}
 
     def _rule(self, request: Request) -> LimitRule:

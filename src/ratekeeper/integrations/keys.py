@@ -20,6 +20,7 @@ import hashlib
 import ipaddress
 import logging
 import math
+import string
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -90,14 +91,82 @@ class Key(str):
         return self
 
 
+def kind_and_value(key: str) -> str:
+    """``kind:value`` of a key, escaped: a :class:`Key`'s own kind, ``custom`` for any other."""
+    return key.stored if isinstance(key, Key) else f"{CUSTOM}:{_escape(key)}"
+
+
 def storage_key(scope: str, key: str, prefix: str = "") -> str:
     """The store key of ``key`` in budget ``scope``: ``[prefix:]scope:kind:value``, each component
     escaped (``%`` → ``%25``, ``:`` → ``%3A``), so distinct (prefix, scope, kind, value) never share
     a counter. ``key`` is a :class:`Key` (its kind) or any other string (kind ``custom``). The
     stores add their own namespace; ``prefix`` is only for several engines sharing one store."""
-    tail = key.stored if isinstance(key, Key) else f"{CUSTOM}:{_escape(key)}"
+    tail = kind_and_value(key)
     head = _escape(scope) if not prefix else f"{_escape(prefix)}:{_escape(scope)}"
     return f"{head}:{tail}"
+
+
+# -- per-level key templates (chains) --------------------------------------------------------------
+
+# The fields a key template may use: ``{ip}`` (client address), ``{user}`` (authenticated user
+# id), ``{key}`` (the rule's key function's value), ``{method}``, ``{path}``, ``{route}``,
+# ``{header[Name]}`` (a request header).
+TEMPLATE_FIELDS = frozenset({"ip", "user", "key", "method", "path", "route", "header"})
+TemplatePart: TypeAlias = tuple[str, str | None, str | None]  # literal, field, header name
+
+
+class KeyTemplate:
+    """A per-level key written as a template: ``"tenant:{header[X-Tenant]}"``, ``"user:{user}"``,
+    ``"global"`` (no field: one budget for everyone). Parsed once; unknown fields, conversions
+    and format specs are a `ConfigError` when the rule is made. :meth:`render` fills the fields
+    from ``values(field, header_name)``; each value is escaped (``%`` and ``:``) so two field
+    values can never read as one; a field without a value (an anonymous user, a missing header)
+    makes the whole key None (the engine then keys the level by client address, logged)."""
+
+    __slots__ = ("fields", "parts", "text")
+
+    def __init__(self, text: str) -> None:
+        parts: list[TemplatePart] = []
+        try:
+            parsed = list(string.Formatter().parse(text))
+        except ValueError as exc:
+            raise ConfigError(f"key template {text!r}: {exc}") from None
+        for literal, field, spec, conversion in parsed:
+            if field is None:
+                parts.append((literal, None, None))
+                continue
+            name, _, rest = field.partition("[")
+            argument = rest[:-1] if rest.endswith("]") else None
+            bad = (
+                name not in TEMPLATE_FIELDS
+                or (name == "header") != bool(argument)
+                or (rest and argument is None)
+                or spec
+                or conversion
+            )
+            if bad:
+                raise ConfigError(
+                    f"key template {text!r}: bad field {{{field}}}; use {{ip}}, {{user}}, "
+                    "{key}, {method}, {path}, {route} or {header[Name]}"
+                )
+            parts.append((literal, name, argument.lower() if argument else None))
+        self.text = text
+        self.parts: tuple[TemplatePart, ...] = tuple(parts)
+        self.fields = frozenset(name for _, name, _ in parts if name is not None)
+
+    def render(self, values: Callable[[str, str | None], str | None]) -> str | None:
+        out: list[str] = []
+        for literal, name, argument in self.parts:
+            out.append(literal)
+            if name is not None:
+                value = values(name, argument)
+                if not value:
+                    return None
+                out.append(_escape(value))
+        return "".join(out)
+
+    def __repr__(self) -> str:
+        return f"KeyTemplate({self.text!r})"
 
 
 # -- the neutral request --------------------------------------------------------------------------

@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError
-from ratekeeper.integrations.keys import CostSpec, KeySpec, LimitSpec, RequestView
+from ratekeeper.integrations.keys import CostSpec, KeySpec, KeyTemplate, LimitSpec, RequestView
 from ratekeeper.limiter import Limits
 from ratekeeper.limits import Limit, to_limits
+from ratekeeper.policies.chain import ChainCore
 
 HeaderGroup = Literal["ratelimit", "x-ratelimit", "retry-after"]
 HEADER_GROUPS: frozenset[str] = frozenset({"ratelimit", "x-ratelimit", "retry-after"})
@@ -29,23 +30,28 @@ HEADER_GROUP_OF = {
 }
 DENIED_STATUS = 429
 JSON = "application/json"
+CHAIN_SCOPE = "chain"  # the default budget name of a chain: one budget per key wherever it is used
+LevelKey = str | KeySpec  # a chain level's key: a template (`KeyTemplate`) or a key function
 
 
 class RuleOptions(TypedDict, total=False):
     """The keywords of every framework's limit decorator (``@limiter.limit(limit, **options)``,
     Django's ``@ratelimit``, FastAPI's ``RateLimit``), passed through to :meth:`Engine.rule`:
     ``key`` and ``cost`` (engine defaults when None), ``scope`` (the budget's name; default: the
-    named limiter's name, else the decorated view's), ``methods`` (where the rule applies),
-    ``algorithm`` (engine default), ``limiter`` (a registry limiter's name, instead of an inline
-    limit), ``shadow`` (evaluate and count, never deny; engine default) and ``shadow_limits``
-    (candidate limits evaluated beside the enforced ones, never denying)."""
+    named limiter's name, ``"chain"`` for a chain, else the decorated view's), ``methods``
+    (where the rule applies), ``algorithm`` (engine default), ``limiter`` (a registry limiter's
+    name, or a `Chain` / `AsyncChain`, instead of an inline limit), ``keys`` (a chain's key per
+    level: templates or key functions), ``shadow`` (evaluate and count, never deny; engine
+    default) and ``shadow_limits`` (candidate limits evaluated beside the enforced ones, never
+    denying)."""
 
     key: KeySpec | None
     cost: CostSpec | None
     scope: str | None
     methods: Iterable[str] | None
     algorithm: str | None
-    limiter: str | None
+    limiter: str | ChainCore | None
+    keys: Sequence[LevelKey] | None
     shadow: bool | None
     shadow_limits: Limits | None
 
@@ -102,12 +108,21 @@ class LimitRule:
     default when None) and ``shadow_limits`` (candidate limits, counted, never denying). A named
     limiter's algorithm and shadow settings are its definition's, so those options are errors
     beside ``limiter``.
+
+    ``limiter`` may also be a `Chain` (or `AsyncChain`): every level, all-or-nothing, with
+    ``keys`` one key per level, each a template (:class:`KeyTemplate`: ``"global"``,
+    ``"tenant:{header[X-Tenant]}"``, ``"user:{user}"``) or a key function of the request;
+    without ``keys`` every level is keyed by ``key``. Its limits, algorithms and shadow settings
+    are its levels' (the same errors beside it), and its default scope is ``"chain"``: one
+    budget per key wherever the chain is used.
     """
 
     __slots__ = (
         "algorithm",
+        "chain",
         "cost",
         "key",
+        "keys",
         "limit",
         "limiter",
         "methods",
@@ -128,24 +143,38 @@ class LimitRule:
         methods: Iterable[str] | None = None,
         paths: Iterable[str | re.Pattern[str]] | None = None,
         algorithm: str | None = None,
-        limiter: str | None = None,
+        limiter: str | ChainCore | None = None,
+        keys: Sequence[LevelKey] | None = None,
         shadow: bool | None = None,
         shadow_limits: Limits | None = None,
     ) -> None:
         self.static: tuple[Limit, ...] | None = None
-        if limiter is not None:
+        self.chain: ChainCore | None = None
+        self.keys: tuple[KeyTemplate | KeySpec, ...] | None = None
+        if isinstance(limiter, ChainCore):
+            _no_clashes(
+                "a chain: its limits, algorithms and shadow settings are its levels'",
+                limit=limit,
+                algorithm=algorithm,
+                shadow=shadow,
+                shadow_limits=shadow_limits,
+            )
+            self.chain, self.keys = limiter, level_keys(keys, len(limiter))
+            shadow = chain_shadow(limiter)
+            scope, limiter = scope or CHAIN_SCOPE, None
+        elif keys is not None:
+            raise ConfigError("keys= (one key per level) is for a chain: limiter=Chain(...)")
+        elif limiter is not None:
             if not isinstance(limiter, str) or not limiter:
                 raise ConfigError(f"limiter must be a limiter's name, got {limiter!r}")
-            given = {"limit": limit, "algorithm": algorithm, "shadow": shadow}
-            clashes = [name for name, value in given.items() if value is not None]
-            if shadow_limits is not None:
-                clashes.append("shadow_limits")
-            if clashes:
-                raise ConfigError(
-                    f"limiter {limiter!r} is a named limiter: its limits, algorithm and shadow "
-                    f"settings are its definition's; drop {', '.join(clashes)} (or configure "
-                    "them on the limiter)"
-                )
+            _no_clashes(
+                f"limiter {limiter!r} is a named limiter: its limits, algorithm and shadow "
+                "settings are its definition's",
+                limit=limit,
+                algorithm=algorithm,
+                shadow=shadow,
+                shadow_limits=shadow_limits,
+            )
             scope = scope or limiter
         elif isinstance(limit, str | Limit | list | tuple):
             self.static = to_limits(limit)  # bad rates raise ConfigError now, not per request
@@ -183,10 +212,53 @@ class LimitRule:
         return not self.paths or any(match(view.path) for match in self.paths)
 
     def __repr__(self) -> str:
+        if self.chain is not None:
+            return f"LimitRule(limiter={self.chain!r}, keys={self.keys!r}, scope={self.scope!r})"
         if self.limiter is not None:
             return f"LimitRule(limiter={self.limiter!r}, scope={self.scope!r})"
         limit = "; ".join(map(str, self.static)) if self.static else repr(self.limit)
         return f"LimitRule({limit!r}, scope={self.scope!r})"
+
+
+def _no_clashes(what: str, **options: object) -> None:
+    """A `ConfigError` naming the ``options`` given beside a limiter that defines them itself."""
+    clashes = [name for name, value in options.items() if value is not None]
+    if clashes:
+        raise ConfigError(f"{what}; drop {', '.join(clashes)} (or configure them on the limiter)")
+
+
+def level_keys(
+    keys: Sequence[LevelKey] | None, levels: int
+) -> tuple[KeyTemplate | KeySpec, ...] | None:
+    """A chain rule's keys, one per level: strings parsed as `KeyTemplate`\\ s, key functions
+    as they are (None: every level keyed by the rule's key)."""
+    if keys is None:
+        return None
+    if isinstance(keys, str) or not isinstance(keys, Sequence):
+        raise ConfigError(f"keys must be a list of one key per level, got {keys!r}")
+    if len(keys) != levels:
+        raise ConfigError(f"this chain has {levels} levels: give one key per level, got {keys!r}")
+    parsed: list[KeyTemplate | KeySpec] = []
+    for key in keys:
+        if isinstance(key, str):
+            parsed.append(KeyTemplate(key))
+        elif callable(key):
+            parsed.append(key)
+        else:
+            raise ConfigError(f"a level's key must be a template or a key function, got {key!r}")
+    return tuple(parsed)
+
+
+def chain_shadow(chain: ChainCore) -> bool:
+    """A chain is in shadow mode when every level is (some but not all: `ConfigError`, since a
+    shadow level that denies would still block the others)."""
+    shadows = {bool(level.shadow) for level in chain.limiters}
+    if len(shadows) > 1:
+        raise ConfigError(
+            f"{chain!r}: its levels must all be in shadow mode or none (a shadow level's denial "
+            "would still block the chain)"
+        )
+    return shadows.pop()
 
 
 @dataclass(slots=True)
