@@ -13,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ratekeeper import Decision
+from ratekeeper import AsyncChain, AsyncRateLimiter, Decision
 from ratekeeper.integrations import LimitRule, cost_from_header, header
 from ratekeeper.integrations.starlette import RateLimitMiddleware
+from ratekeeper.stores.memory import AsyncMemoryStore
 from ratekeeper.testing import FakeClock
 
 from .conftest import TIERS, AsyncDownStore, tier_of
@@ -278,3 +279,23 @@ async def test_concurrent_requests_admit_exactly_the_limit() -> None:
     async with client(app) as c:
         responses = await asyncio.gather(*(c.get("/") for _ in range(50)))
     assert sorted(r.status_code for r in responses) == [200] * 10 + [429] * 40
+
+
+async def test_the_middleware_s_default_limits_as_an_async_chain() -> None:
+    """``RateLimitMiddleware(app, limiter=AsyncChain(...), keys=[...])``: a site-wide level and
+    a per-client level, all-or-nothing; the per-client denial leaves the site's budget alone."""
+    store, clock = AsyncMemoryStore(), FakeClock()
+    chain = AsyncChain(
+        AsyncRateLimiter("4/minute", store=store, clock=clock),
+        AsyncRateLimiter("2/minute", store=store, clock=clock),
+    )
+    app = make_app(limiter=chain, keys=["site", "client:{ip}"])
+    async with (
+        client(app) as c,
+        client(app, ("198.51.100.9", 1)) as other,
+        client(app, ("192.0.2.1", 1)) as third,
+    ):
+        assert [(await c.get("/")).status_code for _ in range(3)] == [200, 200, 429]
+        assert [(await other.get("/")).status_code for _ in range(3)] == [200, 200, 429]
+        r = await third.get("/")  # the site's 4 are used
+        assert r.status_code == 429 and r.headers["X-RateLimit-Limit"] == "4"

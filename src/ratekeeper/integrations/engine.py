@@ -87,7 +87,6 @@ from ratekeeper.limits import Limit, to_limits
 from ratekeeper.policies._async_chain import AsyncChain
 from ratekeeper.policies.chain import ChainCore
 from ratekeeper.registry import DEFAULT_MAX_LIMITERS, Registry, StorePair, StoreSpec
-from ratekeeper.stores.memory import MemoryStore
 
 # Seconds blocking code waits for an asyncio store's answer before it counts the store as
 # unavailable: the stores' own 0.5 s deadline plus room, inside the 1.0 s decision bound.
@@ -120,8 +119,9 @@ class Engine:
     store (default 0.75 s) before ``on_store_error`` decides; ``registry``: the registry that
     builds the store, caches the limiters and resolves names (default: a private one of
     ``max_limiters`` for inline limits, following the default registry's observers, and the
-    default registry for names); ``limiter``: the name of a registry limiter for the app-wide
-    default instead of ``limits``; ``shadow=True``: no inline rule ever denies (each would-be
+    default registry for names); ``limiter``: the name of a registry limiter, or a `Chain` /
+    `AsyncChain` (``keys``: its key per level, see `LimitRule`), for the app-wide default
+    instead of ``limits``; ``shadow=True``: no inline rule ever denies (each would-be
     denial counted as ``shadow_denied``); ``observers``: more observers of every limiter the
     engine uses (see `ratekeeper.events`); ``check_names=False`` records unknown names for
     :meth:`check_names` instead of raising (Flask, before ``init_app`` reads its config).
@@ -543,7 +543,7 @@ class Engine:
         try:
             if isinstance(chain, AsyncChain):
                 decision: Decision = yield _StoreCall(chain.hit(*keys, cost=float(cost)))
-            elif asynchronous and not isinstance(chain.store, MemoryStore):
+            elif asynchronous and not isinstance(chain.store, type(self.registry.memory)):
                 call = asyncio.to_thread(chain.hit, *keys, cost=float(cost))  # type: ignore[attr-defined]
                 decision = yield _StoreCall(call)
             else:

@@ -112,8 +112,8 @@ class RateLimitMiddleware:
     method, shared budgets by ``scope``); every other keyword is an :class:`Engine` option
     (``key``, ``cost``, ``store``, ``trusted_proxies``, ``exempt_paths``, ``headers``,
     ``on_denied``, ``on_store_error`` (default ``"allow"``), ``limiter`` (a registry limiter's
-    name instead of ``limits``), ``shadow``, ``observers``, ``registry``…). Or pass a ready
-    ``engine``.
+    name, or an `AsyncChain` with ``keys`` per level, instead of ``limits``), ``shadow``,
+    ``observers``, ``registry``…). Or pass a ready ``engine``.
     ``skip(scope)``, when given, names the requests the engine's rules are not checked for
     (routes with their own limits); they still get the route-level headers.
     """
