@@ -198,6 +198,9 @@ class Registry:
         self._lock = threading.Lock()
         self._limiters: dict[Hashable, RateLimiter | AsyncRateLimiter] = {}
         self._warned = False
+        # Limiters dropped from the cache so far: whoever remembers this registry's limiters
+        # (an engine, per rule) forgets them when it changes.
+        self.evictions = 0
         # Named stores and limiters: definitions, and what was built from them (see `Named`).
         self._named_lock = threading.RLock()
         self._discovery_lock = threading.Lock()
@@ -261,6 +264,7 @@ class Registry:
                             self.max_limiters,
                         )
                     self._limiters.pop(next(iter(self._limiters)))
+                    self.evictions += 1
                 if asynchronous:
                     found = AsyncRateLimiter(limits, store=store.async_(), **options)
                 else:

@@ -43,7 +43,7 @@ import math
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar, Unpack, cast
 
 import ratekeeper.registry as _registry
 from ratekeeper._drive import drive, drive_async
@@ -94,6 +94,7 @@ BRIDGE_TIMEOUT = 0.75
 
 R = TypeVar("R")
 Respond = Callable[[Denial], R]  # an adapter's default 429: the framework's response to a Denial
+RuleLimiters = dict[LimitRule, RateLimiter | AsyncRateLimiter]
 _FAILED = object()  # what a user function that raised returns (logged)
 
 
@@ -244,6 +245,12 @@ class Engine:
             and type(self.store.sync()) is type(self.registry.memory)  # a memory store
         )
         self._parsed: dict[str, tuple[Limit, ...] | None] = {}
+        # The limiter of each static inline rule, by face (blocking, asyncio): one dict lookup per
+        # request instead of the registry's (options sorted, limits hashed). Forgotten whenever
+        # the registry evicts a limiter, so that whatever the registry later gives its limiters
+        # (observers) reaches these too.
+        self._rule_limiters: tuple[RuleLimiters, RuleLimiters] = ({}, {})
+        self._evictions_seen = self.registry.evictions
 
     def close(self) -> None:
         """Close the synchronous store if the engine built it from a URL, and stop the engine's
@@ -404,6 +411,60 @@ class Engine:
             **options,
         )
 
+    def rule_limiter(
+        self, rule: LimitRule, limits: tuple[Limit, ...], asynchronous: bool
+    ) -> RateLimiter | AsyncRateLimiter:
+        """:meth:`limiter`, remembered per rule for its static limits (a dynamic limit's value
+        goes to the registry every time)."""
+        if limits is not rule.static:
+            return self.limiter(rule, limits, asynchronous)
+        if self.registry.evictions != self._evictions_seen:
+            self._rule_limiters = ({}, {})
+            self._evictions_seen = self.registry.evictions
+        known = self._rule_limiters[asynchronous]
+        found = known.get(rule)
+        if found is None:
+            if len(known) >= self.max_limiters:  # rules made per call: stay bounded
+                known.clear()
+            found = known[rule] = self.limiter(rule, limits, asynchronous)
+        return found
+
+    def _plain(self, rule: LimitRule) -> bool:
+        """Whether ``rule`` can be checked without a flow: an inline static limit on the memory
+        store, keyed by client address, at a fixed cost (nothing to await, nothing to yield)."""
+        return (
+            rule.static is not None
+            and rule.limiter is None
+            and rule.chain is None
+            and not callable(rule.cost)
+            and (rule.key or self.default_key) is self.client_key
+        )
+
+    def _check_now(self, view: RequestView, rules: Sequence[LimitRule]) -> Outcome | None:
+        """The check of :meth:`_flow` run straight through when every rule is plain
+        (:meth:`_plain`) and the store is the memory store: the same limiters, keys and outcome,
+        without a generator and its driver. None when it does not apply."""
+        if not self._in_memory:
+            return None
+        plain = self._plain
+        for rule in rules:
+            if not plain(rule):
+                return None
+        outcome = Outcome()
+        for rule in rules:
+            if not rule.applies(view):
+                continue
+            limits: tuple[Limit, ...] = rule.static  # type: ignore[assignment]
+            key = storage_key(rule.scope, self._client(view), self.key_prefix)
+            limiter = cast(RateLimiter, self.rule_limiter(rule, limits, False))  # the memory store
+            try:
+                decision = limiter.hit(key, float(rule.cost))  # type: ignore[arg-type]
+            except StoreUnavailable as exc:
+                decision = self._outage(limits, exc)
+            if _record(outcome, rule, decision, limiter.shadow):
+                break
+        return outcome
+
     def named(self, name: str, asynchronous: bool) -> RateLimiter | AsyncRateLimiter:
         """The registry limiter ``name``: the face the caller runs (``asynchronous``), or the
         other one when its store has only that one. It reports to the engine's observers too."""
@@ -465,16 +526,8 @@ class Engine:
                 decision: Decision = yield from self._chain_flow(
                     rule, rule.chain, view, asynchronous
                 )
-                outcome.decisions[rule.scope] = decision
-                if rule.shadow:  # every level in shadow mode: never denies, no headers
-                    continue
-                if not decision.allowed:
-                    outcome.allowed, outcome.decision, outcome.rule = False, decision, rule
+                if _record(outcome, rule, decision, bool(rule.shadow)):
                     return outcome
-                if not decision.fallback and (
-                    outcome.decision is None or decision.remaining < outcome.decision.remaining
-                ):
-                    outcome.decision, outcome.rule = decision, rule
                 continue
             limiter: RateLimiter | AsyncRateLimiter | None = None
             if rule.limiter is not None:
@@ -492,7 +545,7 @@ class Engine:
             if callable(cost):
                 cost = yield from self._cost(cost, view)
             if limiter is None:
-                limiter = self.limiter(rule, limits, asynchronous and not self._in_memory)
+                limiter = self.rule_limiter(rule, limits, asynchronous and not self._in_memory)
             try:
                 if isinstance(limiter, AsyncRateLimiter):
                     decision = yield _StoreCall(limiter.hit(key, float(cost)))
@@ -503,16 +556,8 @@ class Engine:
                     decision = limiter.hit(key, float(cost))
             except StoreUnavailable as exc:  # no answer in time, or a named limiter's store
                 decision = self._outage(limits, exc)
-            outcome.decisions[rule.scope] = decision
-            if limiter.shadow:  # never denies, and nothing of it shows in the headers
-                continue
-            if not decision.allowed:  # a denial (or a store outage with on_store_error="deny")
-                outcome.allowed, outcome.decision, outcome.rule = False, decision, rule
+            if _record(outcome, rule, decision, limiter.shadow):
                 return outcome
-            if not decision.fallback and (
-                outcome.decision is None or decision.remaining < outcome.decision.remaining
-            ):
-                outcome.decision, outcome.rule = decision, rule
         return outcome
 
     def _cost(self, func: Callable[[Any], Any], view: RequestView) -> Generator[Any, Any, Any]:
@@ -679,18 +724,24 @@ class Engine:
         Awaitables returned by key/cost/limit functions are run to completion on the engine's
         event loop thread; with only an asyncio store, so are the store calls, each within
         ``bridge_timeout``."""
-        flow = self._flow(view, self.rules if rules is None else rules, not self._blocking_face)
-        return drive(flow, self._run_step)
+        rules = self.rules if rules is None else rules
+        outcome = self._check_now(view, rules)
+        if outcome is not None:
+            return outcome
+        return drive(self._flow(view, rules, not self._blocking_face), self._run_step)
 
     async def check_async(
         self, view: RequestView, rules: Sequence[LimitRule] | None = None
     ) -> Outcome:
         """Check ``view`` against ``rules`` (default: the engine's rules) with asyncio limiters
         (with only a synchronous store, the blocking check runs in a worker thread)."""
+        rules = self.rules if rules is None else rules
+        outcome = self._check_now(view, rules)
+        if outcome is not None:
+            return outcome
         if not self._asyncio_face:
             return await asyncio.to_thread(self.check, view, rules)
-        flow = self._flow(view, self.rules if rules is None else rules, True)
-        return await drive_async(flow, _await_step)
+        return await drive_async(self._flow(view, rules, True), _await_step)
 
     def deny(self, native: Any, decision: Decision, respond: Respond[R]) -> R | Any:
         """The response to a denied request, from blocking code: ``on_denied(native, decision)``
@@ -719,6 +770,23 @@ class Engine:
         calls there; close an asyncio store object used from blocking code there too:
         ``engine.run_sync(store.close())``."""
         return self._loop.run(value) if inspect.isawaitable(value) else value
+
+
+def _record(outcome: Outcome, rule: LimitRule, decision: Decision, shadow: bool) -> bool:
+    """Add ``rule``'s ``decision`` to ``outcome``; True when it denies (the check stops). A
+    shadow rule never denies, and nothing of it shows in the headers; otherwise the decision to
+    report is the denial, else the allowed one with least remaining (a fallback knows none)."""
+    outcome.decisions[rule.scope] = decision
+    if shadow:
+        return False
+    if not decision.allowed:  # a denial (or a store outage with on_store_error="deny")
+        outcome.allowed, outcome.decision, outcome.rule = False, decision, rule
+        return True
+    if not decision.fallback and (
+        outcome.decision is None or decision.remaining < outcome.decision.remaining
+    ):
+        outcome.decision, outcome.rule = decision, rule
+    return False
 
 
 async def _await_step(step: Any) -> Any:
