@@ -104,18 +104,22 @@ class Decision:
         ``ceil(retry_after)``, never earlier than that ``t``; it is left out when the cost can
         never pass (``retry_after`` is infinite).
         """
-        items = self.per_limit
-        if len(items) == 1:  # one limit, the common case: no joins
-            policies, states = _policy_text(self.policy), _state_text(self)
+        if not self.details:  # one limit, the common case: no joins, its t computed once
+            t = _t(self)
+            policies = _policy_text(self.policy)
+            states = _state_text(self, t)
+            reset_value = t if reset == "seconds" else _reset(self, reset, now)
         else:
+            items = self.per_limit
             policies = ", ".join(_policy_text(d.policy) for d in items)
             states = ", ".join(_state_text(d) for d in items)
+            reset_value = _reset(_binding(self), reset, now)
         headers = {
             "RateLimit-Policy": policies,
             "RateLimit": states,
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(_reset(_binding(self), reset, now)),
+            "X-RateLimit-Reset": str(reset_value),
         }
         if not self.allowed and self.retry_after != INF:
             headers["Retry-After"] = str(_ceil(self.retry_after))
@@ -128,9 +132,9 @@ def _policy_text(policy: Limit) -> str:
     return f'"{policy.name}";q={policy.amount};w={_secs(policy.per)}'
 
 
-def _state_text(d: Decision) -> str:
-    """A limit's item of ``RateLimit``."""
-    return f'"{d.policy.name}";r={d.remaining};t={_t(d)}'
+def _state_text(d: Decision, t: int | None = None) -> str:
+    """A limit's item of ``RateLimit`` (``t``: its :func:`_t` when already known)."""
+    return f'"{d.policy.name}";r={d.remaining};t={_t(d) if t is None else t}'
 
 
 def _secs(value: float) -> int:

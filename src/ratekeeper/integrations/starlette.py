@@ -13,7 +13,6 @@ key/cost/limit functions a ``starlette.requests.Request``; otherwise they get th
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -67,13 +66,23 @@ def view_of(scope: Scope, native: Any = None) -> RequestView:
 
 
 def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(_header_name(name), value.encode("latin-1")) for name, value in headers.items()]
+    names = _HEADER_NAMES
+    return [
+        (names.get(name) or _header_name(name), value.encode("latin-1"))
+        for name, value in headers.items()
+    ]
 
 
-@functools.lru_cache(maxsize=HEADER_NAMES_CACHED)
+_HEADER_NAMES: dict[str, bytes] = {}  # a plain dict: its lookup costs less than a cache call
+
+
 def _header_name(name: str) -> bytes:
-    """A header name as ASGI sends it: lower case, latin-1 (the same few names every time)."""
-    return name.lower().encode("latin-1")
+    """A header name as ASGI sends it: lower case, latin-1 (the same few names every time,
+    remembered up to ``HEADER_NAMES_CACHED``)."""
+    encoded = name.lower().encode("latin-1")
+    if len(_HEADER_NAMES) < HEADER_NAMES_CACHED:
+        _HEADER_NAMES[name] = encoded
+    return encoded
 
 
 async def send_denial(
