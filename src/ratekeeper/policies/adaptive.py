@@ -66,24 +66,26 @@ class AdaptiveCore:
 
     store: Any
 
+    _kind: type[Any]  # the limiter class of the face: RateLimiter or AsyncRateLimiter
+
     def __init__(
         self,
-        kind: type[Any],
-        minimum: int,
-        maximum: int,
-        per: float,
+        min: int,
+        max: int,
+        per: float = 1.0,
         *,
-        algorithm: str,
-        store: Any,
-        clock: Any,
-        increase: float,
-        decrease: float,
-        latency: float | None,
-        cooldown: float | None,
-        recover: float,
-        on_store_error: Any,
-        name: str | None,
+        algorithm: str = "sliding_window",
+        store: Any = None,
+        clock: Any = None,
+        increase: float = 1.0,
+        decrease: float = 0.5,
+        latency: float | None = None,
+        cooldown: float | None = None,
+        recover: float = MAX_PERIOD,
+        on_store_error: Any = "raise",
+        name: str | None = None,
     ) -> None:
+        kind, minimum, maximum = self._kind, min, max
         low = int(number(minimum, "min", 1, MAX_AMOUNT, integer=True))
         high = int(number(maximum, "max", 1, MAX_AMOUNT, integer=True))
         if low >= high:
@@ -197,39 +199,7 @@ class AdaptiveLimiter(SyncSteps, AdaptiveCore):
     """A limit per key that moves between ``min`` and ``max`` units per ``per`` seconds by AIMD
     from reported outcomes, shared through the store (see the module docstring)."""
 
-    def __init__(
-        self,
-        min: int,
-        max: int,
-        per: float = 1.0,
-        *,
-        algorithm: str = "sliding_window",
-        store: Any = None,
-        clock: Any = None,
-        increase: float = 1.0,
-        decrease: float = 0.5,
-        latency: float | None = None,
-        cooldown: float | None = None,
-        recover: float = MAX_PERIOD,
-        on_store_error: Any = "raise",
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            RateLimiter,
-            min,
-            max,
-            per,
-            algorithm=algorithm,
-            store=store,
-            clock=clock,
-            increase=increase,
-            decrease=decrease,
-            latency=latency,
-            cooldown=cooldown,
-            recover=recover,
-            on_store_error=on_store_error,
-            name=name,
-        )
+    _kind = RateLimiter
 
     def hit(self, key: str, cost: float = 1) -> Decision:
         """Consume ``cost`` if it fits the key's current limit (``decision.limit``)."""
@@ -267,39 +237,7 @@ class AdaptiveLimiter(SyncSteps, AdaptiveCore):
 class AsyncAdaptiveLimiter(AsyncSteps, AdaptiveCore):
     """The asyncio twin of `AdaptiveLimiter` (the same arguments; methods are coroutines)."""
 
-    def __init__(
-        self,
-        min: int,
-        max: int,
-        per: float = 1.0,
-        *,
-        algorithm: str = "sliding_window",
-        store: Any = None,
-        clock: Any = None,
-        increase: float = 1.0,
-        decrease: float = 0.5,
-        latency: float | None = None,
-        cooldown: float | None = None,
-        recover: float = MAX_PERIOD,
-        on_store_error: Any = "raise",
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            AsyncRateLimiter,
-            min,
-            max,
-            per,
-            algorithm=algorithm,
-            store=store,
-            clock=clock,
-            increase=increase,
-            decrease=decrease,
-            latency=latency,
-            cooldown=cooldown,
-            recover=recover,
-            on_store_error=on_store_error,
-            name=name,
-        )
+    _kind = AsyncRateLimiter
 
     async def hit(self, key: str, cost: float = 1) -> Decision:
         """See `AdaptiveLimiter.hit`."""

@@ -55,19 +55,21 @@ class QuotaCore:
 
     store: Any
 
+    _kind: type[Any]  # the limiter class of the face: RateLimiter or AsyncRateLimiter
+
     def __init__(
         self,
-        kind: type[Any],
         total_quota: int,
         window: float,
         *,
-        algorithm: str,
-        store: Any,
-        clock: Any,
-        name: str,
-        borrow: bool | float,
-        on_store_error: Any,
+        algorithm: str = "fixed_window",
+        store: Any = None,
+        clock: Any = None,
+        name: str = "pool",
+        borrow: bool | float = False,
+        on_store_error: Any = "raise",
     ) -> None:
+        kind = self._kind
         total = int(number(total_quota, "total_quota", 1, MAX_AMOUNT, integer=True))
         period = number(window, "window", MIN_PERIOD, MAX_PERIOD)
         if algorithm not in WINDOWS:
@@ -170,29 +172,7 @@ class QuotaPool(SyncSteps, QuotaCore):
     """A pool of ``total_quota`` units per ``window`` seconds shared by members, each capped at
     its allocation (see the module docstring)."""
 
-    def __init__(
-        self,
-        total_quota: int,
-        window: float,
-        *,
-        algorithm: str = "fixed_window",
-        store: Any = None,
-        clock: Any = None,
-        name: str = "pool",
-        borrow: bool | float = False,
-        on_store_error: Any = "raise",
-    ) -> None:
-        super().__init__(
-            RateLimiter,
-            total_quota,
-            window,
-            algorithm=algorithm,
-            store=store,
-            clock=clock,
-            name=name,
-            borrow=borrow,
-            on_store_error=on_store_error,
-        )
+    _kind = RateLimiter
 
     def allocate(self, member: str, quota: int) -> None:
         """Give ``member`` ``quota`` units per window (0 takes its allocation away), for every
@@ -235,29 +215,7 @@ class QuotaPool(SyncSteps, QuotaCore):
 class AsyncQuotaPool(AsyncSteps, QuotaCore):
     """The asyncio twin of `QuotaPool` (the same arguments; methods are coroutines)."""
 
-    def __init__(
-        self,
-        total_quota: int,
-        window: float,
-        *,
-        algorithm: str = "fixed_window",
-        store: Any = None,
-        clock: Any = None,
-        name: str = "pool",
-        borrow: bool | float = False,
-        on_store_error: Any = "raise",
-    ) -> None:
-        super().__init__(
-            AsyncRateLimiter,
-            total_quota,
-            window,
-            algorithm=algorithm,
-            store=store,
-            clock=clock,
-            name=name,
-            borrow=borrow,
-            on_store_error=on_store_error,
-        )
+    _kind = AsyncRateLimiter
 
     async def allocate(self, member: str, quota: int) -> None:
         """See `QuotaPool.allocate`."""
