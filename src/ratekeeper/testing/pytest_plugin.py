@@ -33,21 +33,12 @@ from ratekeeper.testing.clock import TimeMachine
 __all__ = ["RK_CLOCK_START", "rk_clock", "rk_registry"]
 
 RK_CLOCK_START = 1_700_000_000.0  # 2023-11-14T22:13:20Z: a fixed, realistic Unix time
-# The module-level functions that act on the default registry (its bound methods).
-REGISTRY_FUNCTIONS = (
-    "acquire",
-    "clone_limiter",
-    "configure_limiter",
-    "configure_store",
-    "get_async_limiter",
-    "get_limiter",
-    "initialize_all_limiters",
-    "initialize_limiter",
-    "list_limiters",
-    "list_stores",
-    "load_config",
-    "observe",
-    "rate_limited",
+# The module-level functions that act on the default registry: its bound methods, read from
+# `ratekeeper.registry` itself so that this list cannot fall behind it.
+REGISTRY_FUNCTIONS = tuple(
+    name
+    for name in registry_module.__all__
+    if getattr(getattr(registry_module, name), "__self__", None) is registry_module.default_registry
 )
 
 
