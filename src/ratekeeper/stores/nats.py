@@ -164,6 +164,14 @@ def _split_url(url: str, options: dict[str, Any]) -> tuple[list[str], dict[str, 
     return servers, {**ours, **options}
 
 
+async def _swap(kv: Any, name: str, data: bytes, last: int) -> int:
+    """Write ``data`` if nobody wrote ``name`` since revision ``last`` was read (create it when
+    ``last`` is 0: a new key); returns the new revision, or raises one of ``_CONFLICT``."""
+    if last:
+        return int(await kv.update(name, data, last=last))
+    return int(await kv.create(name, data))
+
+
 class AsyncNatsStore:
     """asyncio store on a JetStream KV bucket (see the module docstring for the model).
 
@@ -377,10 +385,7 @@ class AsyncNatsStore:
                 return answer
             data = entry.encode()
             try:
-                if entry.revision:
-                    revision = await kv.update(name, data, last=entry.revision)
-                else:
-                    revision = await kv.create(name, data)
+                revision = await _swap(kv, name, data, entry.revision)
             except _CONFLICT:
                 cache.pop(name, None)
                 if cached is None:
@@ -547,10 +552,7 @@ class AsyncNatsStore:
                 entry = entries[name]
                 data = entry.encode()
                 try:
-                    if entry.revision:
-                        revision = await kv.update(name, data, last=entry.revision)
-                    else:
-                        revision = await kv.create(name, data)
+                    revision = await _swap(kv, name, data, entry.revision)
                 except _CONFLICT:
                     cache.pop(name, None)
                     conflict = True
