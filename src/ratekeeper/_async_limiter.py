@@ -9,6 +9,7 @@ is in `_limiter_base`.
 
 from __future__ import annotations
 
+import asyncio  # sync: import threading
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, TypeAlias
@@ -23,6 +24,7 @@ from ratekeeper._limiter_base import (
     LimiterCore,
     PermitBase,
 )
+from ratekeeper._local_quota import FETCH_WAIT, WAIT
 from ratekeeper.algorithms import INF
 from ratekeeper.algorithms.checks import Check
 from ratekeeper.clock import async_sleeper
@@ -49,6 +51,7 @@ class AsyncRateLimiter(LimiterCore):
 
     store: AsyncStore
     _sleep: Callable[[float], Awaitable[None]]  # sync: _sleep: Callable[[float], None]
+    _new_event = asyncio.Event  # sync: _new_event = threading.Event
 
     def _open(self, store: Any) -> None:
         if isinstance(store, MemoryStore):  # async-only
@@ -64,6 +67,8 @@ class AsyncRateLimiter(LimiterCore):
         if type(key) is not str or type(cost) not in FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
         if not self._plain or priority is not None:
+            if self._quota is not None and priority is None and cost:
+                return await self._leased(key, cost)
             if priority is not None or self._classed:
                 return await self._by_class(key, cost, priority, counted=True)
             return await self._watched(self.store.hit, key, cost, counted=True)
@@ -73,6 +78,22 @@ class AsyncRateLimiter(LimiterCore):
             return self._fallback(exc)
         next(self._n_allowed if decision.allowed else self._n_denied)
         return decision
+
+    async def _leased(self, key: str, cost: float) -> Decision:
+        """``hit`` with ``local_quota``: from the key's local batch, else fetch one."""
+        answer = self._local_answer(key, cost)
+        if answer is not None:
+            return answer
+        assert self._quota is not None
+        now = self.clock()
+        outcome = await drive_async(self._quota.fetch(key, cost, self.clock), self._quota_step)
+        return self._fetched(key, cost, now, outcome)
+
+    async def _quota_step(self, step: tuple[str, Any]) -> Any:
+        kind, arg = step
+        if kind == WAIT:  # another caller's fetch of the key: True once it ended
+            return await _finished(arg.event, FETCH_WAIT)  # sync: return arg.event.wait(FETCH_WAIT)
+        return await self._checks_store().apply_checks(arg, self.clock())
 
     async def peek(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         """What :meth:`hit` would answer now, consuming nothing."""
@@ -195,6 +216,8 @@ class AsyncRateLimiter(LimiterCore):
         key = self._checked(key, 0)[0]
         if self._cache is not None:
             self._cache.discard(key)
+        if self._quota is not None:
+            self._quota.discard(key)
         await self.store.reset(key, self.rule)
 
     async def ping(self) -> None:
@@ -202,9 +225,19 @@ class AsyncRateLimiter(LimiterCore):
         await self.store.ping()
 
     async def close(self) -> None:
-        """Close the store if this limiter created it from a URL (or by default)."""
-        if self._owns_store:
-            await self.store.close()
+        """Give unused local quota back, and close the store if this limiter created it from a
+        URL (or by default)."""
+        try:
+            if self._quota is not None:
+                for refunds in self._quota.flush(self.clock()):
+                    try:
+                        await self._checks_store().apply_checks(refunds, self.clock())
+                    except StoreUnavailable as exc:
+                        self._refunds_lost(exc)
+                        break
+        finally:
+            if self._owns_store:
+                await self.store.close()
 
     async def __aenter__(self) -> AsyncRateLimiter:
         return self
@@ -213,6 +246,17 @@ class AsyncRateLimiter(LimiterCore):
         await self.close()
 
 
+# async-only: begin
+async def _finished(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` up to ``timeout`` seconds: whether it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+# async-only: end
 class AsyncPermit(PermitBase):
     """The decision ``acquire`` gives; leaving its ``with`` block (or ``release()``) gives the
     concurrency slot back."""

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from ratekeeper._local_cache import DEFAULT_SIZE, OverLimitCache
+from ratekeeper._local_quota import DEFAULT_TTL, LocalQuota, Outcome
 from ratekeeper.algorithms import INF, Algorithm
 from ratekeeper.algorithms.checks import HIT as CHECK_HIT
 from ratekeeper.algorithms.checks import Check
@@ -83,6 +84,8 @@ class LimiterCore:
         shadow: bool = False,
         shadow_limits: Limits | None = None,
         priorities: Mapping[str, float] | None = None,
+        local_quota: int | None = None,
+        local_quota_ttl: float = DEFAULT_TTL,
     ) -> None:
         self.rule = Rule(algorithm, to_limits(limits))  # type: ignore[arg-type]
         self.limits: tuple[Limit, ...] = self.rule.limits
@@ -142,6 +145,8 @@ class LimiterCore:
         # 1 (a plain hit, too, when the "default" class has one) goes through apply_checks.
         self.priorities = check_priorities(priorities)
         self._classed = share_of(self.priorities, None) < 1.0
+        # Leased local quota (ratekeeper._local_quota): batches of units handed out locally.
+        self._quota = self._local_quota(local_quota, local_quota_ttl)
         self._observers: list[Observer] = []
         for observer in observers:
             self.add_observer(observer)
@@ -151,7 +156,7 @@ class LimiterCore:
         self._last_warning = -INF
         self._open(store)
         self.store_kind = store_kind(self.store)
-        if self.priorities is not None:
+        if self.priorities is not None or self._quota is not None:
             self._checks_store()
         supported = getattr(self.store, "algorithms", None)  # stores with server-side ports
         if supported is not None and self.rule.algorithm.name not in supported:
@@ -159,6 +164,43 @@ class LimiterCore:
                 f"{type(self.store).__name__} cannot run algorithm {self.algorithm!r}; "
                 f"it runs {', '.join(sorted(supported))}"
             )
+
+    def _local_quota(self, size: object, ttl: object) -> LocalQuota | None:
+        """The batches of ``local_quota=`` (checked, and refused beside what needs every request
+        at the store), or ``None``."""
+        if (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, int | float)
+            or not 0 < ttl < INF  # `not <` also refuses NaN
+        ):
+            raise ConfigError(
+                f"local_quota_ttl must be a positive finite number of seconds, got {ttl!r}"
+            )
+        if size is None:
+            return None
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ConfigError(
+                f"local_quota must be None or a positive number of units per batch, got {size!r}"
+            )
+        conflicts = [
+            name
+            for name, used in (
+                ("max_concurrent", self.max_concurrent is not None),
+                ("shadow", self.shadow),
+                ("shadow_limits", self.shadow_rule is not None),
+                ("priorities", self.priorities is not None),
+                ("algorithm='leaky_bucket'", self.algorithm == "leaky_bucket"),
+            )
+            if used
+        ]
+        if conflicts:
+            raise ConfigError(
+                f"local_quota cannot be combined with {', '.join(conflicts)} (each needs every "
+                "request at the store; leaky_bucket's delay is per request)"
+            )
+        return LocalQuota(self.rule, size, float(ttl), self._new_event)
+
+    _new_event: Callable[[], Any]  # what a fetch's waiters wait on: each twin sets it
 
     def _open(self, store: Any) -> None:
         """Set ``self.store`` (from a URL, an object, or a new memory store) and ``self._sleep``."""
@@ -215,6 +257,7 @@ class LimiterCore:
             and not self.shadow
             and self.shadow_rule is None
             and not self._classed
+            and self._quota is None
         )
 
     def _checks_store(self) -> Any:
@@ -324,6 +367,35 @@ class LimiterCore:
         if self._observers:
             self._emit("hit", key, result, decision, store_seconds, candidate=candidate)
         return decision
+
+    def _local_answer(self, key: str, cost: float) -> Decision | None:
+        """With ``local_quota``: a grant from the key's live batch, or the over-limit cache's
+        denial (counted and reported), else ``None`` (fetch)."""
+        assert self._quota is not None
+        now = self.clock()
+        grant = self._quota.take(key, cost, now)
+        if grant is not None:
+            next(self._n_allowed)
+            if self._observers:
+                self._emit("hit", key, "allowed", grant)
+            return grant
+        cache = self._cache
+        denial = None if cache is None else cache.check(key, cost, now)
+        if denial is not None:
+            return self._settle(key, denial, None, None, 0.0)
+        return None
+
+    def _fetched(self, key: str, cost: float, now: float, outcome: Outcome) -> Decision:
+        """The decision of a request that fetched a batch (or waited for one)."""
+        decision, error, store_seconds = outcome
+        cache = self._cache
+        if cache is not None and decision is not None and not decision.allowed:
+            cache.record(key, cost, now, decision)
+        return self._settle(key, decision, error, None, store_seconds)
+
+    def _refunds_lost(self, exc: StoreUnavailable) -> None:
+        """Closing: the unused units of local batches could not be given back (logged)."""
+        log.warning("rate limit store unavailable (%s); unused local quota not returned", exc)
 
     def _peeked(self, decision: Decision | None, error: StoreUnavailable | None) -> Decision:
         """What ``peek`` answers: what ``hit`` would, counting and reporting nothing."""

@@ -10,6 +10,7 @@ is in `_limiter_base`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any, TypeAlias
@@ -23,6 +24,7 @@ from ratekeeper._limiter_base import (
     LimiterCore,
     PermitBase,
 )
+from ratekeeper._local_quota import FETCH_WAIT, WAIT
 from ratekeeper.algorithms import INF
 from ratekeeper.algorithms.checks import Check
 from ratekeeper.clock import sleeper
@@ -49,6 +51,7 @@ class RateLimiter(LimiterCore):
 
     store: Store
     _sleep: Callable[[float], None]
+    _new_event = threading.Event
 
     def _open(self, store: Any) -> None:
         self.store = self._opened(store, Store, MemoryStore, store_from_url)
@@ -62,6 +65,8 @@ class RateLimiter(LimiterCore):
         if type(key) is not str or type(cost) not in FAST_COSTS or not 0 <= cost < INF:
             key, cost = self._checked(key, cost)
         if not self._plain or priority is not None:
+            if self._quota is not None and priority is None and cost:
+                return self._leased(key, cost)
             if priority is not None or self._classed:
                 return self._by_class(key, cost, priority, counted=True)
             return self._watched(self.store.hit, key, cost, counted=True)
@@ -71,6 +76,22 @@ class RateLimiter(LimiterCore):
             return self._fallback(exc)
         next(self._n_allowed if decision.allowed else self._n_denied)
         return decision
+
+    def _leased(self, key: str, cost: float) -> Decision:
+        """``hit`` with ``local_quota``: from the key's local batch, else fetch one."""
+        answer = self._local_answer(key, cost)
+        if answer is not None:
+            return answer
+        assert self._quota is not None
+        now = self.clock()
+        outcome = drive(self._quota.fetch(key, cost, self.clock), self._quota_step)
+        return self._fetched(key, cost, now, outcome)
+
+    def _quota_step(self, step: tuple[str, Any]) -> Any:
+        kind, arg = step
+        if kind == WAIT:  # another caller's fetch of the key: True once it ended
+            return arg.event.wait(FETCH_WAIT)
+        return self._checks_store().apply_checks(arg, self.clock())
 
     def peek(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:
         """What :meth:`hit` would answer now, consuming nothing."""
@@ -191,6 +212,8 @@ class RateLimiter(LimiterCore):
         key = self._checked(key, 0)[0]
         if self._cache is not None:
             self._cache.discard(key)
+        if self._quota is not None:
+            self._quota.discard(key)
         self.store.reset(key, self.rule)
 
     def ping(self) -> None:
@@ -198,9 +221,19 @@ class RateLimiter(LimiterCore):
         self.store.ping()
 
     def close(self) -> None:
-        """Close the store if this limiter created it from a URL (or by default)."""
-        if self._owns_store:
-            self.store.close()
+        """Give unused local quota back, and close the store if this limiter created it from a
+        URL (or by default)."""
+        try:
+            if self._quota is not None:
+                for refunds in self._quota.flush(self.clock()):
+                    try:
+                        self._checks_store().apply_checks(refunds, self.clock())
+                    except StoreUnavailable as exc:
+                        self._refunds_lost(exc)
+                        break
+        finally:
+            if self._owns_store:
+                self.store.close()
 
     def __enter__(self) -> RateLimiter:
         return self

@@ -333,6 +333,13 @@ def limiter_definition(name: str, fields: Mapping[str, Any], where: Where) -> Li
         _choice(where, "on_store_error", fields["on_store_error"], ON_STORE_ERROR)
     if "local_cache" in fields and not isinstance(fields["local_cache"], bool):
         fields["local_cache"] = _integer(where, "local_cache", fields["local_cache"])
+    if "local_quota" in fields:
+        fields["local_quota"] = _integer(where, "local_quota", fields["local_quota"])
+    if "local_quota_ttl" in fields:
+        ttl = _number(where, "local_quota_ttl", fields["local_quota_ttl"], positive=True)
+        if math.isinf(ttl):
+            raise where.error(f"field 'local_quota_ttl' must be finite, got {ttl!r}")
+        fields["local_quota_ttl"] = ttl
     if "shadow" in fields and not isinstance(fields["shadow"], bool):
         raise where.error(f"field 'shadow' must be true or false, got {fields['shadow']!r}")
     if "clock" in fields and not callable(fields["clock"]):

@@ -14,7 +14,10 @@ LAYERS = [
     ("values", ["errors", "limits", "decision", "clock", "metrics", "events", "_drive"]),
     ("algorithms", ["algorithms"]),
     ("stores", ["stores", "_local_cache"]),
-    ("limiter", ["_limiter_base", "_async_limiter", "_sync_limiter", "limiter", "policies"]),
+    (
+        "limiter",
+        ["_limiter_base", "_local_quota", "_async_limiter", "_sync_limiter", "limiter", "policies"],
+    ),
     # The testing kit drives limiters and, in its pytest plugin, the default registry; nothing
     # below the integrations imports it.
     ("registry", ["registry", "config", "observability", "testing"]),
