@@ -10,7 +10,15 @@ from typing import Literal
 
 from ratekeeper.limits import Limit
 
-__all__ = ["RESET_FORMATS", "Decision", "ResetFormat", "combine", "from_rows"]
+__all__ = [
+    "RESET_FORMATS",
+    "Decision",
+    "ResetFormat",
+    "combine",
+    "from_rows",
+    "policy_text",
+    "seconds_to_reset",
+]
 
 INF = math.inf
 POLICY_TEXTS_CACHED = 1024  # distinct limits whose policy text is kept formatted
@@ -105,13 +113,13 @@ class Decision:
         never pass (``retry_after`` is infinite).
         """
         if not self.details:  # one limit, the common case: no joins, its t computed once
-            t = _t(self)
-            policies = _policy_text(self.policy)
+            t = seconds_to_reset(self)
+            policies = policy_text(self.policy)
             states = _state_text(self, t)
             reset_value = t if reset == "seconds" else _reset(self, reset, now)
         else:
             items = self.per_limit
-            policies = ", ".join(_policy_text(d.policy) for d in items)
+            policies = ", ".join(policy_text(d.policy) for d in items)
             states = ", ".join(_state_text(d) for d in items)
             reset_value = _reset(_binding(self), reset, now)
         headers = {
@@ -127,14 +135,14 @@ class Decision:
 
 
 @functools.lru_cache(maxsize=POLICY_TEXTS_CACHED)
-def _policy_text(policy: Limit) -> str:
+def policy_text(policy: Limit) -> str:
     """A limit's item of ``RateLimit-Policy`` (the same for every decision: formatted once)."""
     return f'"{policy.name}";q={policy.amount};w={_secs(policy.per)}'
 
 
 def _state_text(d: Decision, t: int | None = None) -> str:
-    """A limit's item of ``RateLimit`` (``t``: its :func:`_t` when already known)."""
-    return f'"{d.policy.name}";r={d.remaining};t={_t(d) if t is None else t}'
+    """A limit's item of ``RateLimit`` (``t``: its :func:`seconds_to_reset` when already known)."""
+    return f'"{d.policy.name}";r={d.remaining};t={seconds_to_reset(d) if t is None else t}'
 
 
 def _secs(value: float) -> int:
@@ -163,14 +171,17 @@ def _until(d: Decision) -> float:
     return d.reset_after
 
 
-def _t(d: Decision) -> int:
+def seconds_to_reset(d: Decision) -> int:
+    """``t`` of the ``RateLimit`` header: whole seconds, rounded up, until full replenishment, or,
+    for a limit that denies, until this request could pass."""
     return _ceil(_until(d))
 
 
 def _reset(d: Decision, reset: ResetFormat, now: float | None) -> int:
-    """``X-RateLimit-Reset``: seconds (:func:`_t`), or the Unix time of that moment."""
+    """``X-RateLimit-Reset``: seconds (:func:`seconds_to_reset`), or the Unix time of that
+    moment."""
     if reset == "seconds":
-        return _t(d)
+        return seconds_to_reset(d)
     if reset != "epoch":
         raise ValueError(f"reset must be 'seconds' or 'epoch', got {reset!r}")
     return _ceil((time.time() if now is None else now) + _until(d))

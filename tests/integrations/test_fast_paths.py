@@ -118,3 +118,46 @@ def test_blocking_and_asyncio_checks_share_the_memory_budget() -> None:
     assert outcome.decision is not None and outcome.decision.remaining == 1
     assert engine.check(view("1.2.3.4")).decision.remaining == 0  # type: ignore[union-attr]
     assert not asyncio.run(engine.check_async(view("1.2.3.4"))).allowed
+
+
+def _decisions() -> list[Decision]:
+    """Decisions of every algorithm: allowed, denied, never passing, several limits, fallback."""
+    from ratekeeper import RateLimiter
+    from ratekeeper.algorithms import ALGORITHMS
+    from ratekeeper.testing import FakeClock
+
+    found: list[Decision] = []
+    for algorithm in ALGORITHMS:
+        for limits in ("3/minute", "2/second;5/minute", Limit(4, per=0.3, burst=6)):
+            clock = FakeClock(start=1_700_000_000.25)
+            limiter = RateLimiter(limits, algorithm=algorithm, clock=clock)
+            for cost in (1, 2, 1, 0, 50):
+                found.append(limiter.hit("k", cost))
+                clock.advance(0.37)
+    limit = Limit(10, per=60)
+    found.append(Decision(True, 10, 10, 0.0, 0.0, 0.0, limit, fallback=True))
+    found.append(Decision(False, 10, 0, 1.0, 1.0, 0.0, limit, fallback=True))
+    return found
+
+
+def test_asgi_header_bytes_are_the_engines_headers_encoded() -> None:
+    """The bytes the ASGI middleware writes for a decision are exactly the engine's headers,
+    for every header setting (the allowed single-limit case is written straight into bytes)."""
+    from ratekeeper.integrations.starlette import header_items
+
+    engines = [
+        Engine("1/minute"),
+        Engine("1/minute", headers=["ratelimit"]),
+        Engine("1/minute", headers=False),
+        Engine("1/minute", reset_header="epoch", clock=lambda: 1_700_000_000.0),
+    ]
+    decisions = _decisions()
+    assert any(d.allowed and not d.details for d in decisions)
+    assert any(d.details for d in decisions) and any(not d.allowed for d in decisions)
+    for engine in engines:
+        for decision in [None, *decisions]:
+            expected = [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in engine.response_headers(decision).items()
+            ]
+            assert header_items(engine, decision) == expected, (engine.header_groups, decision)

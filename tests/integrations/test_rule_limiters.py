@@ -103,3 +103,25 @@ def test_the_straight_check_answers_as_the_flow_does() -> None:
         assert one.decision == two.decision
         assert {k: v for k, v in two.decisions.items() if k != "c"} == one.decisions
         clock.advance(1.0)
+
+
+def test_a_rule_added_after_the_first_request_is_checked() -> None:
+    engine = Engine("5/minute", registry=Registry())
+    assert engine.check(view()).allowed
+    engine.rules.append(LimitRule("1/minute", scope="tight"))
+    assert engine.check(view()).allowed
+    outcome = engine.check(view())
+    assert not outcome.allowed and outcome.rule is not None and outcome.rule.scope == "tight"
+
+
+def test_behind_a_trusted_proxy_the_straight_check_keys_each_forwarded_client() -> None:
+    engine = Engine("1/minute", registry=Registry(), trusted_proxies=["10.0.0.0/8"])
+
+    def forwarded(address: str) -> RequestView:
+        return RequestView(
+            "GET", "/", lambda name: address if name == "x-forwarded-for" else None, "10.0.0.1"
+        )
+
+    assert engine.check(forwarded("198.51.100.1")).allowed
+    assert engine.check(forwarded("198.51.100.2")).allowed  # same proxy, another client
+    assert not engine.check(forwarded("198.51.100.1")).allowed

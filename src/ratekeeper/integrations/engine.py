@@ -61,6 +61,7 @@ from ratekeeper.integrations.keys import (
     LimitSpec,
     RequestView,
     ViewFunction,
+    budget_key,
     client_ip,
     kind_and_value,
     peer_key,
@@ -96,6 +97,8 @@ R = TypeVar("R")
 Respond = Callable[[Denial], R]  # an adapter's default 429: the framework's response to a Denial
 RuleLimiters = dict[LimitRule, RateLimiter | AsyncRateLimiter]
 _FAILED = object()  # what a user function that raised returns (logged)
+# A plain rule as `Engine.check_now` runs it: the rule, its budget's key head, limiter and cost.
+Planned = tuple[LimitRule, str, RateLimiter, float]
 
 
 class Engine:
@@ -190,6 +193,8 @@ class Engine:
         if reset_header not in RESET_FORMATS:
             raise ConfigError(f"reset_header must be 'seconds' or 'epoch', got {reset_header!r}")
         self.reset_header: ResetFormat = reset_header
+        # Every header group, X-RateLimit-Reset in seconds: a decision's own headers() as is.
+        self.standard_headers = self.header_groups is HEADER_GROUPS and reset_header == "seconds"
         if on_denied is not None and not callable(on_denied):
             raise ConfigError(f"on_denied must be a callable, got {on_denied!r}")
         self.on_denied = on_denied
@@ -251,6 +256,9 @@ class Engine:
         # (observers) reaches these too.
         self._rule_limiters: tuple[RuleLimiters, RuleLimiters] = ({}, {})
         self._evictions_seen = self.registry.evictions
+        self._heads: dict[str, str] = {}
+        self._planned: tuple[int, int, list[Planned] | None] = (-1, 0, None)
+        self._peer_keys = self.client_key.by_peer
 
     def close(self) -> None:
         """Close the synchronous store if the engine built it from a URL, and stop the engine's
@@ -440,30 +448,71 @@ class Engine:
             and (rule.key or self.default_key) is self.client_key
         )
 
-    def _check_now(self, view: RequestView, rules: Sequence[LimitRule]) -> Outcome | None:
-        """The check of :meth:`_flow` run straight through when every rule is plain
-        (:meth:`_plain`) and the store is the memory store: the same limiters, keys and outcome,
-        without a generator and its driver. None when it does not apply."""
+    def check_now(
+        self, view: RequestView, rules: Sequence[LimitRule] | None = None
+    ) -> Outcome | None:
+        """The check of :meth:`check`, run straight through when it has nothing to wait for: the
+        store is the memory store and every rule is plain (:meth:`_plain`): the same limiters,
+        keys and outcome, without a generator and its driver. None when it does not apply (then
+        call :meth:`check` or :meth:`check_async`)."""
         if not self._in_memory:
             return None
-        plain = self._plain
-        for rule in rules:
-            if not plain(rule):
-                return None
+        plan = self._plan(rules)
+        if plan is None:
+            return None
         outcome = Outcome()
-        for rule in rules:
-            if not rule.applies(view):
+        client = None
+        for rule, head, limiter, cost in plan:
+            if (rule.methods is not None or rule.paths) and not rule.applies(view):
                 continue
-            limits: tuple[Limit, ...] = rule.static  # type: ignore[assignment]
-            key = storage_key(rule.scope, self._client(view), self.key_prefix)
-            limiter = cast(RateLimiter, self.rule_limiter(rule, limits, False))  # the memory store
+            if client is None:
+                client = self._client(view)
             try:
-                decision = limiter.hit(key, float(rule.cost))  # type: ignore[arg-type]
+                decision = limiter.hit(f"{head}:{client.stored}", cost)
             except StoreUnavailable as exc:
-                decision = self._outage(limits, exc)
+                decision = self._outage(rule.static, exc)  # type: ignore[arg-type]
             if _record(outcome, rule, decision, limiter.shadow):
                 break
         return outcome
+
+    def _plan(self, rules: Sequence[LimitRule] | None) -> list[Planned] | None:
+        """What :meth:`check_now` runs for ``rules`` (default: the engine's own, planned once
+        until a rule is added or the registry evicts a limiter): each rule with its budget's
+        key head, limiter and cost; None unless every rule is plain."""
+        own = rules is None or rules is self.rules
+        if own:
+            rules = self.rules
+            evictions, count, plan = self._planned
+            if evictions == self.registry.evictions and count == len(rules):
+                return plan
+        assert rules is not None
+        plain = self._plain
+        if all(plain(rule) for rule in rules):
+            plan = [
+                (
+                    rule,
+                    self._head(rule.scope),
+                    cast(RateLimiter, self.rule_limiter(rule, rule.static, False)),  # type: ignore[arg-type]
+                    float(rule.cost),  # type: ignore[arg-type]
+                )
+                for rule in rules
+            ]
+        else:
+            plan = None
+        if own:
+            self._planned = (self.registry.evictions, len(rules), plan)
+        return plan
+
+    def _head(self, scope: str) -> str:
+        """The storage key's ``[prefix:]scope`` part for a budget (:func:`storage_key`),
+        remembered per scope."""
+        head = self._heads.get(scope)
+        if head is None:
+            head = budget_key(scope, self.key_prefix)
+            if len(self._heads) >= self.max_limiters:
+                self._heads.clear()
+            self._heads[scope] = head
+        return head
 
     def named(self, name: str, asynchronous: bool) -> RateLimiter | AsyncRateLimiter:
         """The registry limiter ``name``: the face the caller runs (``asynchronous``), or the
@@ -651,6 +700,11 @@ class Engine:
 
     def _client(self, view: RequestView) -> Key:
         """The client address key, never failing (the socket peer as a last resort)."""
+        known = self._peer_keys
+        if known is not None:
+            found = known.get(view.client)
+            if found is not None:
+                return found
         try:
             return self.client_key(view)  # type: ignore[no-any-return]
         except Exception:
@@ -725,7 +779,7 @@ class Engine:
         event loop thread; with only an asyncio store, so are the store calls, each within
         ``bridge_timeout``."""
         rules = self.rules if rules is None else rules
-        outcome = self._check_now(view, rules)
+        outcome = self.check_now(view, rules)
         if outcome is not None:
             return outcome
         return drive(self._flow(view, rules, not self._blocking_face), self._run_step)
@@ -736,7 +790,7 @@ class Engine:
         """Check ``view`` against ``rules`` (default: the engine's rules) with asyncio limiters
         (with only a synchronous store, the blocking check runs in a worker thread)."""
         rules = self.rules if rules is None else rules
-        outcome = self._check_now(view, rules)
+        outcome = self.check_now(view, rules)
         if outcome is not None:
             return outcome
         if not self._asyncio_face:

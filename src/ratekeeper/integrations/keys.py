@@ -23,7 +23,6 @@ import math
 import string
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from ratekeeper.errors import ConfigError
@@ -101,9 +100,12 @@ def storage_key(scope: str, key: str, prefix: str = "") -> str:
     escaped (``%`` → ``%25``, ``:`` → ``%3A``), so distinct (prefix, scope, kind, value) never share
     a counter. ``key`` is a :class:`Key` (its kind) or any other string (kind ``custom``). The
     stores add their own namespace; ``prefix`` is only for several engines sharing one store."""
-    tail = kind_and_value(key)
-    head = _escape(scope) if not prefix else f"{_escape(prefix)}:{_escape(scope)}"
-    return f"{head}:{tail}"
+    return f"{budget_key(scope, prefix)}:{kind_and_value(key)}"
+
+
+def budget_key(scope: str, prefix: str = "") -> str:
+    """The part of :func:`storage_key` before the key: ``[prefix:]scope``, escaped."""
+    return _escape(scope) if not prefix else f"{_escape(prefix)}:{_escape(scope)}"
 
 
 # -- per-level key templates (chains) --------------------------------------------------------------
@@ -172,27 +174,62 @@ class KeyTemplate:
 # -- the neutral request --------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class RequestView:
     """What the engine needs from a request, whatever the framework.
 
     ``get_header(name)`` returns every value of a header joined by ``", "`` (or None);
     ``client`` is the socket peer address; ``route`` the route template when known; ``get_user``
     returns the authenticated user object (or None); ``native`` is the framework's request,
-    handed to user-supplied key, cost and limit functions.
+    handed to user-supplied key, cost and limit functions. An adapter whose native request costs
+    something to build passes ``make_native`` instead: it is called the first time ``native`` is
+    read (a request that only needs the built-in keys never builds one).
     """
 
-    method: str
-    path: str
-    get_header: Callable[[str], str | None]
-    client: str | None
-    native: Any = None
-    route: str | None = None
-    get_user: Callable[[], Any] | None = None
+    __slots__ = (
+        "_make_native",
+        "_native",
+        "client",
+        "get_header",
+        "get_user",
+        "method",
+        "path",
+        "route",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        get_header: Callable[[str], str | None],
+        client: str | None,
+        native: Any = None,
+        route: str | None = None,
+        get_user: Callable[[], Any] | None = None,
+        *,
+        make_native: Callable[[], Any] | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.get_header = get_header
+        self.client = client
+        self._native = native
+        self._make_native = make_native
+        self.route = route
+        self.get_user = get_user
+
+    @property
+    def native(self) -> Any:
+        """The framework's request (built on first use when the adapter gave ``make_native``)."""
+        if self._native is None and self._make_native is not None:
+            self._native = self._make_native()
+        return self._native
 
     def header(self, name: str) -> str | None:
         """The value of request header ``name`` (any case), or None when it is absent."""
         return self.get_header(name)
+
+    def __repr__(self) -> str:
+        return f"RequestView({self.method} {self.path} from {self.client})"
 
 
 def joined_header(values: Callable[[str], Iterable[str]]) -> Callable[[str], str | None]:
@@ -219,6 +256,9 @@ class ViewFunction:
         self.name = name
         self.func = func
         self.fallback = fallback
+        # For a function of the socket peer alone: its values so far, by peer (read by the
+        # engine before calling it: one dict lookup per request).
+        self.by_peer: dict[str | None, Key] | None = None
 
     def __call__(self, view: RequestView) -> Any:
         value = self.func(view)
@@ -372,7 +412,10 @@ def client_ip(
             by_peer[peer] = found
         return found
 
-    return ViewFunction("client_ip", key)
+    function = ViewFunction("client_ip", key)
+    if not trusted:
+        function.by_peer = by_peer
+    return function
 
 
 def header(

@@ -8,7 +8,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from ratekeeper.decision import Decision
@@ -261,17 +261,29 @@ def chain_shadow(chain: ChainCore) -> bool:
     return shadows.pop()
 
 
-@dataclass(slots=True)
 class Outcome:
     """The result of checking a request: ``decision`` is the one to report in headers (the
     denial, else the allowed decision with least remaining; None when no rule applied or every
-    store was unreachable), ``allowed`` whether the request may go on, ``decisions`` every
-    decision taken, by scope."""
+    store was unreachable), ``allowed`` whether the request may go on, ``rule`` the rule of
+    ``decision``, ``decisions`` every decision taken, by scope. (A plain slotted class: one is
+    built per request.)"""
 
-    allowed: bool = True
-    decision: Decision | None = None
-    rule: LimitRule | None = None
-    decisions: dict[str, Decision] = field(default_factory=dict)
+    __slots__ = ("allowed", "decision", "decisions", "rule")
+
+    def __init__(
+        self,
+        allowed: bool = True,
+        decision: Decision | None = None,
+        rule: LimitRule | None = None,
+        decisions: dict[str, Decision] | None = None,
+    ) -> None:
+        self.allowed = allowed
+        self.decision = decision
+        self.rule = rule
+        self.decisions: dict[str, Decision] = {} if decisions is None else decisions
+
+    def __repr__(self) -> str:
+        return f"Outcome(allowed={self.allowed}, decision={self.decision!r}, rule={self.rule!r})"
 
 
 def denial_body(decision: Decision) -> dict[str, Any]:

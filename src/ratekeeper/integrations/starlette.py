@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ratekeeper.decision import Decision
+from ratekeeper.decision import Decision, policy_text, seconds_to_reset
 from ratekeeper.integrations.engine import Engine
 from ratekeeper.integrations.keys import LimitSpec, RequestView
-from ratekeeper.integrations.rules import Denial, LimitRule, Outcome
+from ratekeeper.integrations.rules import Denial, LimitRule
+from ratekeeper.limits import Limit
 
 __all__ = ["HEADERS_SCOPE_KEY", "LimitRule", "RateLimitMiddleware", "send_denial", "view_of"]
 
@@ -34,6 +35,7 @@ ASGIApp = Callable[[Any, Receive, Send], Awaitable[None]]
 # sends them (they are more specific than its own).
 HEADERS_SCOPE_KEY = "ratekeeper.headers"
 HEADER_NAMES_CACHED = 256  # distinct response header names kept encoded
+POLICIES_CACHED = 1024  # distinct limits whose header parts are kept encoded
 
 try:  # only to give custom functions a friendly request object
     from starlette.requests import Request as _Request
@@ -42,27 +44,44 @@ except ImportError:  # pragma: no cover - Litestar or bare ASGI without Starlett
 
 
 def view_of(scope: Scope, native: Any = None) -> RequestView:
-    """The neutral view of an ASGI HTTP scope."""
-    raw_headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+    """The neutral view of an ASGI HTTP scope (``native``: the framework's request when there
+    is one already; else a Starlette ``Request`` is built if a custom function asks for it)."""
+    return _ScopeView(scope, native)
 
-    def get_header(name: str) -> str | None:
+
+class _ScopeView(RequestView):
+    """A :class:`RequestView` read from the ASGI scope as needed: building one costs a few
+    attribute stores; headers are searched, and the native request built, only when asked."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Scope, native: Any = None) -> None:
+        self.scope = scope
+        self.method = scope.get("method", "GET")
+        self.path = scope.get("path", "/")
+        client = scope.get("client")
+        self.client = client[0] if client else None
+        self._native = native
+        self._make_native = None
+        route = scope.get("route")
+        self.route = getattr(route, "path", None) if route is not None else None
+
+    def get_header(self, name: str) -> str | None:
         wanted = name.lower().encode("latin-1")
-        values = [value.decode("latin-1") for key, value in raw_headers if key.lower() == wanted]
+        raw: list[tuple[bytes, bytes]] = self.scope.get("headers") or []
+        values = [value.decode("latin-1") for key, value in raw if key.lower() == wanted]
         return ", ".join(values) if values else None
 
-    client = scope.get("client")
-    route = scope.get("route")
-    if native is None:
-        native = _Request(scope) if _Request is not None else scope
-    return RequestView(
-        method=scope.get("method", "GET"),
-        path=scope.get("path", "/"),
-        get_header=get_header,
-        client=client[0] if client else None,
-        native=native,
-        route=getattr(route, "path", None),
-        get_user=lambda: scope.get("user"),
-    )
+    def get_user(self) -> Any:
+        return self.scope.get("user")
+
+    @property
+    def native(self) -> Any:
+        """A Starlette ``Request`` when Starlette is installed, else the scope (built once, and
+        only when a custom function asks for it)."""
+        if self._native is None:
+            self._native = _Request(self.scope) if _Request is not None else self.scope
+        return self._native
 
 
 def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -83,6 +102,51 @@ def _header_name(name: str) -> bytes:
     if len(_HEADER_NAMES) < HEADER_NAMES_CACHED:
         _HEADER_NAMES[name] = encoded
     return encoded
+
+
+# Per limit (by identity, the limit kept to check it): its RateLimit-Policy value and the start of
+# its RateLimit item, encoded once.
+_POLICY_BYTES: dict[int, tuple[Limit, bytes, bytes]] = {}
+
+
+def header_items(engine: Engine, decision: Decision | None) -> list[tuple[bytes, bytes]]:
+    """The engine's rate-limit headers for ``decision`` as ASGI sends them. The common case, an
+    allowed single-limit decision with every header group and ``t`` in seconds, is written
+    straight into bytes, the parts that depend only on the limit encoded once (the same
+    headers, in the same order, as ``engine.response_headers``)."""
+    if (
+        decision is None
+        or not decision.allowed
+        or decision.details
+        or decision.fallback
+        or not engine.standard_headers
+    ):
+        return _encode(engine.response_headers(decision))
+    policy = decision.policy
+    fixed = _POLICY_BYTES.get(id(policy))
+    if fixed is None or fixed[0] is not policy:
+        fixed = _policy_bytes(policy)
+    remaining = b"%d" % decision.remaining
+    t = b"%d" % seconds_to_reset(decision)
+    return [
+        (b"ratelimit-policy", fixed[1]),
+        (b"ratelimit", fixed[2] + remaining + b";t=" + t),
+        (b"x-ratelimit-limit", b"%d" % decision.limit),
+        (b"x-ratelimit-remaining", remaining),
+        (b"x-ratelimit-reset", t),
+    ]
+
+
+def _policy_bytes(policy: Limit) -> tuple[Limit, bytes, bytes]:
+    fixed = (
+        policy,
+        policy_text(policy).encode("latin-1"),
+        f'"{policy.name}";r='.encode("latin-1"),
+    )
+    if len(_POLICY_BYTES) >= POLICIES_CACHED:
+        _POLICY_BYTES.clear()
+    _POLICY_BYTES[id(policy)] = fixed
+    return fixed
 
 
 async def send_denial(
@@ -160,20 +224,23 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         engine = self.engine
-        view = view_of(scope)
+        view = _ScopeView(scope)
         if (
             not engine.rules
             or engine.is_exempt(view)
             or (self.skip is not None and self.skip(scope))
         ):
-            outcome = Outcome()
+            decision = None
         else:
-            outcome = await engine.check_async(view)
-        if not outcome.allowed:
-            assert outcome.decision is not None
-            await send_denial(engine, outcome.decision, view.native, scope, receive, send)
-            return
-        own = _encode(engine.response_headers(outcome.decision))
+            outcome = engine.check_now(view)
+            if outcome is None:
+                outcome = await engine.check_async(view)
+            if not outcome.allowed:
+                assert outcome.decision is not None
+                await send_denial(engine, outcome.decision, view.native, scope, receive, send)
+                return
+            decision = outcome.decision
+        own = header_items(engine, decision)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -188,14 +255,16 @@ def _add_headers(
 ) -> None:
     """Add the rate-limit headers to a response start: a route-level limit's (``route``, more
     specific) before the middleware's ``own``; none that the response already has."""
-    extra = _encode(route) if route else []
-    if extra:
+    if route:
+        extra = _encode(route)
         names = {name for name, _ in extra}
         extra += [(name, value) for name, value in own if name not in names]
-    else:
+    elif own:
         extra = own
-    if not extra:
+    else:
         return
-    headers = message.get("headers", ())
-    present = {key.lower() for key, _ in headers}
-    message["headers"] = [*headers, *(item for item in extra if item[0] not in present)]
+    headers = message.get("headers") or ()
+    if headers:
+        present = {key.lower() for key, _ in headers}
+        extra = [item for item in extra if item[0] not in present]
+    message["headers"] = [*headers, *extra]
