@@ -27,7 +27,7 @@ from aiohttp import web
 from ratekeeper.decision import Decision
 from ratekeeper.errors import RateLimitExceeded
 from ratekeeper.integrations.engine import Engine
-from ratekeeper.integrations.keys import LimitSpec, RequestView, joined_header
+from ratekeeper.integrations.keys import LimitSpec, RequestView
 from ratekeeper.integrations.rules import Denial, LimitRule, Outcome, RuleOptions
 
 __all__ = ["Limiter", "view_of"]
@@ -40,16 +40,32 @@ _LIMITED = "__ratekeeper_limited__"  # set on @limit handlers: their limits repl
 
 def view_of(request: web.Request) -> RequestView:
     """The neutral view of an aiohttp request."""
-    resource = request.match_info.route.resource
-    return RequestView(
-        method=request.method,
-        path=request.path,
-        get_header=joined_header(lambda name: request.headers.getall(name, ())),
-        client=request.remote,
-        native=request,
-        route=resource.canonical if resource is not None else None,
-        get_user=lambda: request.get("user"),
-    )
+    return _RequestView(request)
+
+
+class _RequestView(RequestView):
+    """A :class:`RequestView` read from the aiohttp request as needed (headers, route and user
+    only when asked)."""
+
+    __slots__ = ()
+
+    def __init__(self, request: web.Request) -> None:
+        self.method = request.method
+        self.path = request.path
+        self.client = request.remote
+        self._native = request
+        self._make_native = None
+
+    def get_header(self, name: str) -> str | None:
+        return ", ".join(self._native.headers.getall(name, ())) or None
+
+    def get_user(self) -> Any:
+        return self._native.get("user")
+
+    @property
+    def route(self) -> str | None:  # type: ignore[override]
+        resource = self._native.match_info.route.resource
+        return resource.canonical if resource is not None else None
 
 
 class Limiter:
@@ -89,7 +105,9 @@ class Limiter:
         view = view_of(request)
         if self.engine.is_exempt(view):
             return await handler(request)
-        outcome = await self.engine.check_async(view, rules)
+        outcome = self.engine.check_now(view, rules)
+        if outcome is None:
+            outcome = await self.engine.check_async(view, rules)
         if not outcome.allowed:
             assert outcome.decision is not None
             return await self._denial(request, outcome.decision)

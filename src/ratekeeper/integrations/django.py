@@ -181,9 +181,10 @@ def _respond(denial: Denial) -> HttpResponse:
 
 def _add_headers(engine: Engine, outcome: Outcome, response: Any) -> Any:
     if isinstance(response, HttpResponseBase):
+        headers = response.headers  # the mapping itself: no HttpResponse method in between
         for name, value in engine.response_headers(outcome.decision).items():
-            if name not in response:
-                response[name] = value
+            if name not in headers:
+                headers[name] = value
     return response
 
 

@@ -26,10 +26,11 @@ there, never at a request.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, Unpack
 
-from flask import Flask, Request, Response, current_app, g, request
+from flask import Flask, Request, Response, g, request
 
 import ratekeeper.registry as _registry
 from ratekeeper.decision import Decision
@@ -44,6 +45,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _RULES = "__ratekeeper_rules__"
 _EXEMPT = "__ratekeeper_exempt__"
 _OVERRIDE = "__ratekeeper_override__"
+_OUTCOME = "ratekeeper.outcome"  # the request's outcome, in its WSGI environ until the response
 
 
 def view_of(req: Request) -> RequestView:
@@ -81,7 +83,7 @@ class Limiter:
         _configure(self.engine.names, app)
         self.engine.check_names()
         app.extensions["ratekeeper"] = self
-        app.before_request(self._before_request)
+        app.before_request(functools.partial(self._before_request, app))
         app.after_request(self._after_request)
         app.register_error_handler(RateLimitExceeded, self._on_exceeded)
 
@@ -111,31 +113,36 @@ class Limiter:
         setattr(func, _EXEMPT, True)
         return func
 
-    def _rules(self) -> list[LimitRule] | None:
-        func = current_app.view_functions.get(request.endpoint or "")
+    def _rules(self, app: Flask, req: Request) -> list[LimitRule] | None:
+        func = app.view_functions.get(req.endpoint or "")
+        if func is None:
+            return self.engine.rules
         if getattr(func, _EXEMPT, False):
             return None
         own: list[LimitRule] = getattr(func, _RULES, [])
-        if own and getattr(func, _OVERRIDE, True):
+        if not own:
+            return self.engine.rules  # the engine's own list: its plan is kept
+        if getattr(func, _OVERRIDE, True):
             return own
         return [*self.engine.rules, *own]
 
-    def _before_request(self) -> Response | Any:
-        if not current_app.config.get("RATEKEEPER_ENABLED", True):
+    def _before_request(self, app: Flask) -> Response | Any:
+        if not app.config.get("RATEKEEPER_ENABLED", True):
             return None
-        view = view_of(request._get_current_object())  # type: ignore[attr-defined]
-        rules = self._rules()
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        view = view_of(req)
+        rules = self._rules(app, req)
         if not rules or self.engine.is_exempt(view):
             return None
         outcome = self.engine.check(view, rules)
-        g._ratekeeper_outcome = outcome
+        req.environ[_OUTCOME] = outcome
         if not outcome.allowed:
             assert outcome.decision is not None
-            return self._denial(view.native, outcome.decision)
+            return self._denial(req, outcome.decision)
         return None
 
     def _after_request(self, response: Response) -> Response:
-        outcome: Outcome | None = g.pop("_ratekeeper_outcome", None)
+        outcome: Outcome | None = request.environ.pop(_OUTCOME, None)
         if outcome is not None:
             headers = self.engine.response_headers(outcome.decision)
             if headers:  # none the view set itself (one pass: Headers.setdefault scans them all)
@@ -149,7 +156,7 @@ class Limiter:
         return self.engine.deny(native, decision, _respond)
 
     def _on_exceeded(self, exc: RateLimitExceeded) -> Response | Any:
-        g.pop("_ratekeeper_outcome", None)  # the view's own denial wins over the default's state
+        request.environ.pop(_OUTCOME, None)  # the view's own denial wins over the default's
         return self._denial(request._get_current_object(), exc.decision)  # type: ignore[attr-defined]
 
 
