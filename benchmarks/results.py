@@ -16,6 +16,7 @@ RED_ONE = "Redis, sync, 1 key"
 RED_MANY = "Redis, sync, 10,000 keys"
 RED_ASYNC = "Redis, asyncio, 50 tasks, 10,000 keys"
 CACHE = "Redis, hot abusive key (over-limit local cache)"
+HOTKEY = "Redis, hot key (leased local quota)"
 WEB = "Web middleware overhead, in-process (one default limit, headers on)"
 WEB_WRK = "Web middleware overhead, uvicorn + wrk (Starlette)"
 SCALE_BYTES = "Memory store at scale: bytes per key"
@@ -30,6 +31,7 @@ SECTIONS = (
     RED_MANY,
     RED_ASYNC,
     CACHE,
+    HOTKEY,
     WEB,
 )
 # Run only when asked (``--wrk``, ``--scale``): minutes each, never in the smoke run.
@@ -44,6 +46,7 @@ UNITS = {
     RED_MANY: "ns",
     RED_ASYNC: "dec/s",
     CACHE: "dec/s",
+    HOTKEY: "dec/s",
     WEB: "ns",
     WEB_WRK: "ns",
     SCALE_BYTES: "B/key",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import adapters as ad
-from benchmarks import scale, web
+from benchmarks import hotkey, scale, web
 from benchmarks.adapters import FAMILIES, Contender, Factory
 from benchmarks.measure import (
     bytes_per_key,
@@ -38,6 +38,7 @@ from benchmarks.report import write_report
 from benchmarks.results import (
     CACHE,
     FULL,
+    HOTKEY,
     MEM_KEY,
     MEM_MANY,
     MEM_ONE,
@@ -483,7 +484,7 @@ def run(argv: Sequence[str] | None = None) -> list[Row]:
     if wanted(MEM_KEY):
         runner.memory_per_key()
         lap("bytes per key")
-    redis_sections = (RED_ONE, RED_MANY, RED_ASYNC, CACHE, WEB)
+    redis_sections = (RED_ONE, RED_MANY, RED_ASYNC, CACHE, HOTKEY, WEB)
     if args.no_redis and wanted(WEB):
         runner.web(None)
         lap("web")
@@ -510,6 +511,10 @@ def run(argv: Sequence[str] | None = None) -> list[Row]:
                 lap("redis asyncio")
             if wanted(CACHE):
                 runner.local_cache(url)
+            if wanted(HOTKEY):
+                log(f"== {HOTKEY} (decisions per second, higher is better)")
+                for family, contender, samples in hotkey.measure(url, settings):
+                    runner.add(HOTKEY, family, contender, samples)
             if wanted(WEB):
                 runner.web(url)
                 lap("web")

@@ -371,9 +371,8 @@ class LimiterCore:
     def _local_answer(self, key: str, cost: float) -> Decision | None:
         """With ``local_quota``: a grant from the key's live batch, or the over-limit cache's
         denial (counted and reported), else ``None`` (fetch)."""
-        assert self._quota is not None
         now = self.clock()
-        grant = self._quota.take(key, cost, now)
+        grant = self._quota.take(key, cost, now)  # type: ignore[union-attr]
         if grant is not None:
             next(self._n_allowed)
             if self._observers:
