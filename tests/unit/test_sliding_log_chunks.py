@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from operator import itemgetter
+from typing import Any
 
 import pytest
 
@@ -71,12 +72,20 @@ def test_same_decisions_as_the_plain_log(
             theirs, want = plain_log(theirs, now, cost, limit)
             assert view(got) == view(want)
             if ours is not None:
-                chunks, total = ours
-                times = [when for part in chunks for when, _ in part]
-                assert times == sorted(times)
-                assert all(0 < len(part) <= 2 * chunk for part in chunks)
-                if total is not None:
-                    assert total == sum(c for part in chunks for _, c in part)
+                check_shape(ours, chunk)
+
+
+def check_shape(state: tuple[Any, ...], chunk: int) -> None:
+    """The log is sorted, its chunks small, the tail never empty, ``skip`` inside the first chunk,
+    and ``total`` the sum of the live costs."""
+    body, tail, skip, total = state
+    assert tail and all(0 < len(part) <= 2 * chunk for part in body)
+    assert 0 <= skip < len(body[0]) if body else skip == 0
+    live = [entry for part in body for entry in part][skip:] + list(tail)
+    times = [when for when, _ in live]
+    assert times == sorted(times)
+    if total is not None:
+        assert total == sum(c for _, c in live)
 
 
 def test_a_long_log_stays_in_small_chunks() -> None:
@@ -87,9 +96,88 @@ def test_a_long_log_stays_in_small_chunks() -> None:
         now += 0.001
         state, decision = algorithm.apply(state, now, 1, limit)
         assert decision.remaining == 1_000_000 - i - 1
-    chunks, total = state
-    assert [len(part) for part in chunks] == [sliding_log.CHUNK] * 3 + [7]
+    body, tail, skip, total = state
+    assert [len(part) for part in body] == [sliding_log.CHUNK] * 3
+    assert len(tail) == 7 and skip == 0
     assert total == 3 * sliding_log.CHUNK + 7
     state, decision = algorithm.apply(state, now + 3600, 1, limit)  # all expired
     assert decision.remaining == 1_000_000 - 1
-    assert state[1] == 1 and len(state[0]) == 1
+    assert state == ((), ((now + 3600, 1),), 0, 1)
+
+
+def long_log(entries: int, start: float = 1_000_000.0) -> tuple[Any, float]:
+    """A log of ``entries`` admissions of cost 1, 1 ms apart, under 1,000,000/hour."""
+    algorithm, limit = sliding_log.SlidingLog(), Limit(1_000_000, per=3600)
+    state, now = None, start
+    for _ in range(entries):
+        now += 0.001
+        state, _ = algorithm.apply(state, now, 1, limit)
+    return state, now
+
+
+def test_an_admission_copies_the_tail_not_the_log() -> None:
+    """A long log does not make an admission longer: the body of older chunks is shared with the
+    previous state, only the tail (at most CHUNK entries) is copied."""
+    algorithm, limit = sliding_log.SlidingLog(), Limit(1_000_000, per=3600)
+    state, now = long_log(20 * sliding_log.CHUNK + 5)
+    new, decision = algorithm.apply(state, now + 0.001, 1, limit)
+    assert decision.allowed and decision.remaining == 1_000_000 - 20 * sliding_log.CHUNK - 6
+    assert new[0] is state[0]
+    assert new[1] == (*state[1], (now + 0.001, 1))
+    assert new[3] == state[3] + 1
+
+
+def test_steady_expiry_moves_skip_without_copying_the_body() -> None:
+    """Entries leaving the head of the window are skipped; a chunk leaves once all expired."""
+    algorithm = sliding_log.SlidingLog()
+    limit = Limit(1_000_000, per=3600)
+    state, _ = long_log(3 * sliding_log.CHUNK + 5)
+    body = state[0]
+    first = body[0][0][0]
+    # one hour after the first entry and half a millisecond: exactly one entry has left
+    new, decision = algorithm.apply(state, first + 3600.0005, 0, limit)
+    assert new[0] is body and new[2] == 1 and new[3] == state[3] - 1
+    assert decision.remaining == 1_000_000 - (3 * sliding_log.CHUNK + 4)
+    # the whole first chunk has left: it is dropped, the rest of the body kept
+    last_of_first = body[0][-1][0]
+    new, decision = algorithm.apply(new, last_of_first + 3600.0005, 0, limit)
+    assert new[0] == body[1:] and new[2] == 0
+    assert new[3] == 2 * sliding_log.CHUNK + 5
+    check_shape(new, sliding_log.CHUNK)
+
+
+def test_a_clock_stepping_back_before_skipped_entries() -> None:
+    """An entry older than entries already expired by a later clock goes first; the expired ones
+    stay gone (as they did when the log was cut at once)."""
+    algorithm = sliding_log.SlidingLog()
+    limit = Limit(1_000, per=100)
+    ours: Any = None
+    theirs: Entries | None = None
+    now = 1_000_000.0
+    # 3 chunks 0.5 s apart; 10 s later the head of the first chunk has left the window; then the
+    # clock steps back before it, and again into the body, and forward past everything
+    trace = [(0.5, 1)] * (3 * sliding_log.CHUNK) + [(10.0, 1), (-101.0, 2), (0.0, 1), (40.0, 3)]
+    trace += [(-30.0, 1), (200.0, 1)]
+    for advance, cost in trace:
+        now += advance
+        ours, got = algorithm.apply(ours, now, cost, limit)
+        theirs, want = plain_log(theirs, now, cost, limit)
+        assert view(got) == view(want)
+        check_shape(ours, sliding_log.CHUNK)
+
+
+def test_a_state_of_older_versions_is_read_as_its_log() -> None:
+    """``(chunks, total)``, as older versions kept it (a CAS store may hold one), decides like
+    the same log."""
+    algorithm = sliding_log.SlidingLog()
+    limit = Limit(5, per=10)
+    entries = ((1_000_000.0, 1), (1_000_001.0, 2), (1_000_002.0, 0.5))
+    older: Any = ((entries[:2], entries[2:]), None)
+    for now, cost in [(1_000_003.0, 1), (1_000_003.0, 2), (1_000_010.5, 2), (1_000_012.0, 0)]:
+        got = algorithm.apply(older, now, cost, limit)[1]
+        want = plain_log(entries, now, cost, limit)[1]
+        assert view(got) == view(want)
+    charged = algorithm.charge(older, 1_000_003.0, 1, limit)
+    assert charged == ((), (*entries, (1_000_003.0, 1)), 0, None)
+    refunded = algorithm.refund(older, 1_000_003.0, 2, limit, 1_000_001.0)
+    assert refunded == ((), (entries[0], entries[2]), 0, None)
