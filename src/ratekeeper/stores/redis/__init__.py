@@ -10,9 +10,10 @@ how tests replay a FakeClock). See the README's "Redis" section for keys, TTLs a
 Several checks at once (``apply_checks``: chains, reservations, priority classes) are one script
 too; on a Cluster, checks in different hash slots reserve then refund (the README's Policies).
 
-With ``pipelining=True`` (the default; not on Cluster) the scripts that concurrent tasks of an
-`AsyncRedisStore` call in one event-loop iteration go to Redis together, as one pipeline: each
-decision is still one atomic ``EVALSHA``, but many share a round trip and a connection. An
+With ``pipelining=True`` (the default) the scripts that concurrent tasks of an `AsyncRedisStore`
+call in one event-loop iteration go to Redis together, as one pipeline (on a Cluster, one per
+master): each decision is still one atomic ``EVALSHA``, but many share a round trip and a
+connection. An
 `AsyncRedisStore` built from a URL may be used from several event loops, one after the other
 (``asyncio.run`` per request) or at once (one per thread): it builds a client per loop and closes
 it when ``asyncio.run`` shuts that loop down.

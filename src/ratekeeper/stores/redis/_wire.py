@@ -13,13 +13,15 @@ The interface (the stores use nothing else):
 - :func:`failure`: which redis-py errors mean "the server cannot answer now".
 
 Inside, the fast path: a pre-encoded command goes out on a pooled connection and its reply is
-read back, skipping redis-py's per-command machinery (on plain and Sentinel clients; a Cluster
-client, or one pinned to a single connection, goes through redis-py's ``execute_command``).
+read back, skipping redis-py's per-command machinery (on plain and Sentinel clients, and the
+asyncio Cluster client's pipelines; otherwise a Cluster client, or one pinned to a single
+connection, goes through redis-py's ``execute_command``).
 Sync: one connection stays checked out for whichever thread finds it free (a lone caller skips
 the pool's checkout and health check), forgotten in a forked child; the socket's timeout is what
 is left of the budget; the Cluster client's calls run in worker threads that the caller stops
 waiting for. Async: one client per event loop, closed when ``asyncio.run`` shuts the loop down;
-the calls made in one loop iteration go out together as one pipeline.
+the calls made in one loop iteration go out together as one pipeline (on a Cluster, one per
+master, on a connection of the client's node for it).
 
 The asyncio Cluster client (redis-py 7.x) routes a command sent before it knows the slots to a
 random node: at a cold start, or after it dropped its topology (``aclose`` after a burst of
@@ -44,11 +46,12 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import redis.exceptions as rex
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from ratekeeper.errors import StoreUnavailable
@@ -473,13 +476,36 @@ def _arm(conn: Any, give_up: float) -> None:
 
 # a queued call: its packet, the call, its caller's give-up time, and the caller's future
 _Item: TypeAlias = tuple[bytes, Call, float, "asyncio.Future[Any]"]
+# Error replies of a Cluster node that mean a pipelined script did not run there (not loaded, or
+# its slot is migrating): redis-py's own path sends it again (EVAL after NOSCRIPT, ASKING after
+# ASK, a pause after TRYAGAIN). CLUSTERDOWN is an outage (StoreUnavailable): redis-py's answer,
+# closing every connection then retrying, would send again calls that other tasks had in flight.
+_RESEND: tuple[type[BaseException], ...] = (
+    rex.NoScriptError,
+    rex.AskError,  # MovedError is one too, but goes to the next pipeline of its new master
+    rex.TryAgainError,
+)
+
+
+class _Queue:
+    """The calls waiting to go to one server as one pipeline (standalone: the client's pool;
+    Cluster: one master, ``node``), and how many of its pipelines are in flight."""
+
+    __slots__ = ("in_flight", "node", "pending", "scheduled")
+
+    def __init__(self, node: Any = None) -> None:
+        self.node = node
+        self.pending: list[_Item] = []
+        self.scheduled = False
+        self.in_flight = 0
 
 
 class _Loop:
     """What an :class:`AsyncWire` holds in one event loop: a client built in that loop (its
-    connections, locks and futures belong to it), the pipeline queue, the loop's shutdown hook,
-    and for a Cluster client: the gate of its calls in flight, the lock under which one task at
-    a time has it learn the slots, and every node it ever had (by id)."""
+    connections, locks and futures belong to it), the pipeline queues (one, or a Cluster's one
+    per master, by address), the loop's shutdown hook, and for a Cluster client: the gate of its
+    calls in flight, the lock under which one task at a time has it learn the slots, and every
+    node it ever had (by id)."""
 
     __slots__ = (
         "client",
@@ -487,12 +513,11 @@ class _Loop:
         "gate",
         "get_args",
         "hook",
-        "in_flight",
         "learning",
         "nodes",
-        "pending",
         "pool",
-        "scheduled",
+        "queue",
+        "queues",
         "seeds",
         "slots",
     )
@@ -502,9 +527,8 @@ class _Loop:
         self.pool: Any
         self.get_args: tuple[str, ...]
         self.pool, self.get_args = _pool_of(client)
-        self.pending: list[_Item] = []
-        self.scheduled = False
-        self.in_flight = 0
+        self.queue = _Queue()  # the pool's (standalone, Sentinel)
+        self.queues: dict[str, _Queue] = {}  # a Cluster's, by node name
         self.flushes: set[asyncio.Task[None]] = set()
         self.hook: Any = None
         self.gate: asyncio.Semaphore | None = None
@@ -520,6 +544,23 @@ class _Loop:
             self.seeds = dict(manager.startup_nodes)
             if own:
                 manager.__class__ = _one_node_per_address(type(manager))
+
+    def node_queue(self, key: bytes) -> _Queue | None:
+        """The queue of the master serving ``key``'s slot, by the Cluster client's slot table;
+        None while that table is not to be trusted (never learnt, dropped, or due to be learnt
+        again after a connection error: redis-py's own path learns it) or misses the slot."""
+        client = self.client
+        if client.get_default_node() is None or getattr(client, "_initialize", False):
+            return None
+        try:
+            node = client.nodes_manager.get_node_from_slot(key_slot(key))
+        except rex.RedisClusterException:  # the slot is not covered
+            return None
+        queue = self.queues.get(node.name)
+        if queue is None:
+            queue = self.queues[node.name] = _Queue(node)
+        queue.node = node  # the slot table's object (a new one after re-learning the slots)
+        return queue
 
     def remember_nodes(self) -> None:
         """Note the Cluster client's nodes, for :meth:`AsyncWire.close`: its ``aclose`` closes
@@ -591,10 +632,17 @@ class AsyncWire(WireBase):
     (used one after the other, ``asyncio.run`` per request, or at once, one per thread) and
     closes it when ``asyncio.run`` shuts that loop down. A client given is used as it is.
 
-    With ``pipelining`` (not on Cluster) the pre-encoded calls that tasks make in one loop
-    iteration go to Redis together, as one pipeline: each is still its own atomic script call,
-    but many share a round trip and a connection. Each caller waits for its own reply until its
-    own deadline; a pipeline that times out fails the calls queued behind it at once.
+    With ``pipelining`` the pre-encoded calls that tasks make in one loop iteration go to Redis
+    together, as one pipeline: each is still its own atomic script call, but many share a round
+    trip and a connection. On a Cluster, one pipeline per master, of the calls whose keys' slots
+    it serves by the client's slot table (each call's keys are in one slot). A call answered
+    ``MOVED`` goes in the next pipeline of the master named (the slot table told, as redis-py's
+    own MOVED handling does); one that could not reach its node, or that the node answered
+    ``ASK`` or ``TRYAGAIN``, goes through redis-py's own path (which learns the slots again after
+    a connection error), and so does every call while the client is due to learn them.
+
+    Each caller waits for its own reply until its own deadline; a pipeline that times out fails
+    the calls queued behind it for the same server at once (a Cluster's other masters go on).
     """
 
     def _start(self) -> None:
@@ -603,21 +651,42 @@ class AsyncWire(WireBase):
     async def call(self, give_up: float, call: Call) -> Any:
         here = await self._here()
         packet = call.packet
-        if here.pool is None or packet is None:
+        if packet is None:
             return await self._script(here, give_up, call.script, call.args)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        here.pending.append((packet, call, give_up, future))
-        if not self._pipelining:
-            self._launch(here)
-        elif not here.scheduled and here.in_flight < _MAX_PIPELINES:
-            here.scheduled = True
-            loop.call_soon(self._launch, here)
+        if here.pool is not None:
+            queue: _Queue | None = here.queue
+        elif here.gate is not None and self._pipelining and call.args[0]:
+            queue = await self._node_queue(here, give_up, call.args[1])
+        else:
+            queue = None
+        if queue is None:  # redis-py's own path
+            return await self._script(here, give_up, call.script, call.args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(here, queue, (packet, call, give_up, future))
         try:
             async with asyncio.timeout(give_up - _clock()):
                 return await future
         except TimeoutError:
             raise timed_out(self.timeout) from None
+
+    def _enqueue(self, here: _Loop, queue: _Queue, item: _Item) -> None:
+        """Queue a call for the next pipeline to its server (at once when not pipelining)."""
+        queue.pending.append(item)
+        if not self._pipelining:
+            self._launch(here, queue)
+        elif not queue.scheduled and queue.in_flight < _MAX_PIPELINES:
+            queue.scheduled = True
+            asyncio.get_running_loop().call_soon(self._launch, here, queue)
+
+    async def _node_queue(self, here: _Loop, give_up: float, key: bytes) -> _Queue | None:
+        """The pipeline queue of the Cluster master serving ``key``, once the client knows the
+        slots (learnt first, by ``give_up``, when a cold start or a dropped topology left it
+        none); None: redis-py's own path, which re-learns them after a connection error."""
+        queue = here.node_queue(key)
+        if queue is None and here.client.get_default_node() is None:
+            await self._guarded(give_up, self._learn(here))
+            queue = here.node_queue(key)
+        return queue
 
     async def command(self, give_up: float, *args: Any) -> Any:
         return await self._execute(await self._here(), give_up, args)
@@ -656,33 +725,49 @@ class AsyncWire(WireBase):
                     *(node.disconnect() for node in here.nodes.values()), return_exceptions=True
                 )
 
-    def _launch(self, here: _Loop) -> None:
-        """Send what the tasks queued during this loop iteration, as one pipeline."""
-        here.scheduled = False
-        batch, here.pending = here.pending, []
+    def _launch(self, here: _Loop, queue: _Queue) -> None:
+        """Send what the tasks queued for one server during this loop iteration, as one
+        pipeline."""
+        queue.scheduled = False
+        batch, queue.pending = queue.pending, []
         if batch:
-            task = asyncio.get_running_loop().create_task(self._flush(here, batch))
+            task = asyncio.get_running_loop().create_task(self._flush(here, queue, batch))
             here.flushes.add(task)
             task.add_done_callback(here.flushes.discard)
 
-    async def _flush(self, here: _Loop, batch: list[_Item]) -> None:
+    async def _flush(self, here: _Loop, queue: _Queue, batch: list[_Item]) -> None:
         """Send a batch of pre-encoded calls on one connection and resolve their futures.
-        A NOSCRIPT reply goes through redis-py's client (EVALSHA, then EVAL). Gives up when
-        the last of the batch's callers does, and then fails the calls queued meanwhile too
-        (they would wait on the same dead server)."""
-        here.in_flight += 1
+        A NOSCRIPT reply goes through redis-py's client (EVALSHA, then EVAL), and so does, on a
+        Cluster, a call that never reached the node (no connection) or that the node redirected
+        (:data:`_RESEND`: it did not run there); one answered MOVED goes to the next pipeline of
+        the master named (:meth:`_moved`). Gives up when the last of the batch's callers
+        does, and then fails the calls queued for the same server meanwhile too (they would wait
+        on the same dead server); a Cluster's other masters are not waited for."""
+        queue.in_flight += 1
+        node, gate = queue.node, here.gate
         results: list[Any] = []
+        moved: set[int] = set()  # the calls queued again, for the node a MOVED named (by id)
         conn: Any = None
+        gated = False
         try:
             try:
                 async with asyncio.timeout(max(item[2] for item in batch) - _clock()):
-                    conn = await here.pool.get_connection(*here.get_args)
-                    await conn.send_packed_command((b"".join(item[0] for item in batch),))
-                    for _ in batch:
-                        try:
-                            results.append(await conn.read_response(disable_decoding=True))
-                        except rex.ResponseError as exc:
-                            results.append(exc)
+                    if node is None:
+                        conn = await here.pool.get_connection(*here.get_args)
+                    else:  # one of the Cluster client's calls in flight
+                        assert gate is not None
+                        await gate.acquire()
+                        gated = True
+                        conn = node.acquire_connection()
+                    if node is None or await _connect(conn):
+                        await conn.send_packed_command((b"".join(item[0] for item in batch),))
+                        for _ in batch:
+                            try:
+                                results.append(await conn.read_response(disable_decoding=True))
+                            except rex.ResponseError as exc:
+                                results.append(exc)
+                    else:  # nothing was sent: redis-py's path (it learns the slots again)
+                        results = [_UNSENT] * len(batch)
             except BaseException as exc:
                 if conn is not None:
                     await conn.disconnect()
@@ -691,7 +776,7 @@ class AsyncWire(WireBase):
                 )
                 results += [error] * (len(batch) - len(results))
                 if isinstance(exc, (TimeoutError, rex.TimeoutError)):
-                    queued, here.pending = here.pending, []
+                    queued, queue.pending = queue.pending, []
                     for item in queued:
                         if not item[3].done():
                             item[3].set_exception(error)
@@ -702,31 +787,73 @@ class AsyncWire(WireBase):
                     await conn.disconnect()
             finally:
                 if conn is not None:
-                    await here.pool.release(conn)
-            for (_, call, give_up, future), result in zip(batch, results, strict=True):
+                    if node is None:
+                        await here.pool.release(conn)
+                    else:
+                        _release(node, conn)
+                if gated:
+                    assert gate is not None
+                    gate.release()
+            again: list[_Item] = []  # through redis-py's client, each on its own
+            resend = (rex.NoScriptError,) if node is None else _RESEND
+            for item, result in zip(batch, results, strict=True):
+                future = item[3]
                 if future.done():  # the caller gave up or was cancelled
                     continue
-                if isinstance(result, rex.NoScriptError):
-                    try:
-                        result = await self._script(here, give_up, call.script, call.args)
-                    except Exception as exc:
-                        result = exc
+                if node is not None and isinstance(result, rex.MovedError):
+                    if self._moved(here, node, item, result):
+                        moved.add(id(item))
+                    else:
+                        again.append(item)
+                elif result is _UNSENT or isinstance(result, resend):
+                    again.append(item)
                 elif isinstance(result, BaseException):
-                    result = self._failure(result)
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
+                    future.set_exception(self._failure(result))
                 else:
                     future.set_result(result)
+            if again:
+                await asyncio.gather(*(self._again(here, item) for item in again))
         finally:
-            here.in_flight -= 1
+            queue.in_flight -= 1
             for item in batch:  # never leave a waiter hanging
-                if not item[3].done():
+                if not item[3].done() and id(item) not in moved:
                     item[3].cancel()
-            if here.pending and not here.scheduled:
-                here.scheduled = True
-                asyncio.get_running_loop().call_soon(self._launch, here)
+            if queue.pending and not queue.scheduled:
+                queue.scheduled = True
+                asyncio.get_running_loop().call_soon(self._launch, here, queue)
+
+    def _moved(self, here: _Loop, node: Any, item: _Item, error: rex.MovedError) -> bool:
+        """Queue a call that ``node`` answered ``MOVED`` (it did not run) for the master the
+        reply names, once the client's slot table has learnt the move as redis-py's own MOVED
+        handling teaches it, without the full re-learning that its every fifth MOVED does
+        (closing connections other calls are using: they were sent again, charged twice).
+        False when the table names no other master: redis-py's own path then."""
+        manager = here.client.nodes_manager
+        move = getattr(manager, "move_slot", None)  # redis-py 7 and 8
+        if move is not None:
+            move(error)
+        elif hasattr(manager, "update_moved_exception"):  # redis-py 6.4
+            manager.update_moved_exception(error)
+        else:  # redis-py 5.0 to 6.3: applied at its next slot lookup
+            manager._moved_exception = error
+        queue = here.node_queue(item[1].args[1])
+        here.remember_nodes()
+        if queue is None or queue.node.name == node.name:
+            return False
+        self._enqueue(here, queue, item)
+        return True
+
+    async def _again(self, here: _Loop, item: _Item) -> None:
+        """One call of a pipeline through redis-py's client, by its caller's deadline."""
+        _, call, give_up, future = item
+        try:
+            result = await self._script(here, give_up, call.script, call.args)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(result)
 
     async def _script(
         self, here: _Loop, give_up: float, script: Script, args: tuple[Any, ...]
@@ -738,12 +865,17 @@ class AsyncWire(WireBase):
             return await self._execute(here, give_up, ("EVAL", script.source, *args))
 
     async def _execute(self, here: _Loop, give_up: float, args: tuple[Any, ...]) -> Any:
+        if here.gate is None:
+            return await self._guarded(
+                give_up, here.client.execute_command(*args, **_options(args))
+            )
+        return await self._guarded(give_up, self._on_cluster(here, args))
+
+    async def _guarded(self, give_up: float, work: Awaitable[Any]) -> Any:
+        """``work`` by ``give_up``; its errors as the store raises them (:meth:`_raised`)."""
         try:
             async with asyncio.timeout(give_up - _clock()):
-                if here.gate is None:
-                    return await here.client.execute_command(*args, **_options(args))
-                async with here.gate:
-                    return await self._on_cluster(here, args)
+                return await work
         except TimeoutError:
             raise timed_out(self.timeout) from None
         except rex.NoScriptError:
@@ -755,21 +887,32 @@ class AsyncWire(WireBase):
             raise error from exc
 
     async def _on_cluster(self, here: _Loop, args: tuple[Any, ...]) -> Any:
-        """A command through a Cluster client that knows the slots: without a default node
-        (cold, or its topology dropped) redis-py 7 sends a keyed command to a random node, so
-        one task at a time has it learn them first while the others wait. redis-py 5.0 drops
-        every node that failed a command from its startup nodes: once none is left it could
-        never learn them again, so it gets the first ones back."""
+        """A command through a Cluster client that knows the slots (:meth:`_learn`), as one of
+        its calls in flight."""
+        assert here.gate is not None
+        client = here.client
+        async with here.gate:
+            try:
+                if client.get_default_node() is None:
+                    await self._learn(here)
+                return await client.execute_command(*args, **_options(args))
+            finally:
+                here.remember_nodes()
+
+    async def _learn(self, here: _Loop) -> None:
+        """Have a Cluster client without a default node learn the slots: cold, or its topology
+        dropped, redis-py 7 sends a keyed command to a random node, so one task at a time has
+        it learn them first while the others wait. redis-py 5.0 drops every node that failed a
+        command from its startup nodes: once none is left it could never learn them again, so it
+        gets the first ones back."""
         client = here.client
         try:
-            if client.get_default_node() is None:
-                async with here.learning:
-                    if client.get_default_node() is None:
-                        startup = client.nodes_manager.startup_nodes
-                        if not startup:
-                            startup.update(here.seeds)
-                        await client.initialize()
-            return await client.execute_command(*args, **_options(args))
+            async with here.learning:
+                if client.get_default_node() is None:
+                    startup = client.nodes_manager.startup_nodes
+                    if not startup:
+                        startup.update(here.seeds)
+                    await client.initialize()
         finally:
             here.remember_nodes()
 
@@ -779,6 +922,34 @@ class AsyncWire(WireBase):
         for other in list(self._loops):  # other loops' clients: not usable from here
             if other.is_closed():
                 self._loops.pop(other, None)
+
+
+_UNSENT = object()  # the result of a pipelined call that never left: no connection to its node
+
+
+async def _connect(conn: Any) -> bool:
+    """Whether a Cluster node's connection is connected, connecting it if needed (first after a
+    disconnection that redis-py 7 marked it for, when its node failed): False if the node
+    refused (nothing was sent)."""
+    should_reconnect = getattr(conn, "should_reconnect", None)  # redis-py 7
+    if should_reconnect is not None and should_reconnect():
+        await conn.disconnect()
+    if conn.is_connected:
+        return True
+    try:
+        await conn.connect()
+    except rex.ConnectionError:
+        return False
+    return True
+
+
+def _release(node: Any, conn: Any) -> None:
+    """Give a connection back to its Cluster node (redis-py 5 has no ``release``)."""
+    release = getattr(node, "release", None)
+    if release is not None:
+        release(conn)
+    else:
+        node._free.append(conn)
 
 
 async def _close(client: Any) -> None:
