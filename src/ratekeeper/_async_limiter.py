@@ -24,7 +24,7 @@ from ratekeeper._limiter_base import (
     LimiterCore,
     PermitBase,
 )
-from ratekeeper._local_quota import FETCH_WAIT, WAIT
+from ratekeeper._local_quota import FETCH_WAIT, TAKE, WAIT
 from ratekeeper.algorithms import INF
 from ratekeeper.algorithms.checks import Check
 from ratekeeper.clock import async_sleeper
@@ -93,6 +93,8 @@ class AsyncRateLimiter(LimiterCore):
         kind, arg = step
         if kind == WAIT:  # another caller's fetch of the key: True once it ended
             return await _finished(arg.event, FETCH_WAIT)  # sync: return arg.event.wait(FETCH_WAIT)
+        if kind == TAKE:  # a batch with a plain hit
+            return await self.store.hit(arg[0], self.rule, arg[1], self.clock())
         return await self._checks_store().apply_checks(arg, self.clock())
 
     async def peek(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:

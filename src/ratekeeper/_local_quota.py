@@ -9,7 +9,9 @@ with units left (expired, replaced, evicted, or the limiter closing) is settled 
 reservation (`ratekeeper.policies.reservation.Ledger`, ``commit(handed out)``): the unused units go
 back to the store as if never consumed, as far as the algorithm can (a bucket up to its burst; a
 window only while it still counts). Those refunds travel with the next batch fetch of any key (in
-the same atomic store operation), never on a request that is served locally.
+the same atomic store operation), never on a request that is served locally. A fetch with no
+refund to carry, for an algorithm whose refunds do not depend on when the units were charged
+(token bucket, GCRA), is a plain hit of ``local_quota`` units: the store's fastest call.
 
 Guarantees:
 
@@ -62,6 +64,7 @@ __all__ = [
     "DEFAULT_TTL",
     "FETCH_WAIT",
     "MAX_KEYS",
+    "TAKE",
     "WAIT",
     "WINDOWED",
     "Fetch",
@@ -81,8 +84,14 @@ TAIL_ATTEMPTS = 16
 FETCH_WAIT = 5.0
 # Algorithms whose units count in the window they were charged to: a batch ends with it.
 WINDOWED = frozenset({"fixed_window", "sliding_window"})
+# Algorithms whose refund does not depend on when the units were charged: with no refund to send,
+# their batch is taken with a plain hit (the store's fastest call), which does not say the
+# store's time.
+TIMELESS_REFUND = frozenset({"token_bucket", "gcra"})
 
-APPLY, WAIT = "apply", "wait"
+# Steps: APPLY a list of checks (-> Applied), TAKE (key, units) with a hit (-> Decision), WAIT for
+# another caller's fetch (-> whether it ended).
+APPLY, TAKE, WAIT = "apply", "take", "wait"
 Step: TypeAlias = tuple[str, Any]
 # What a fetch ends with: the decision for the request (None when the store failed), the store's
 # failure, and the seconds spent in store calls.
@@ -142,6 +151,7 @@ class LocalQuota:
         self.max_keys = max_keys
         self._new_event = new_event
         self._windowed = rule.algorithm.name in WINDOWED
+        self._timeless = rule.algorithm.name in TIMELESS_REFUND
         self._lock = threading.Lock()
         self._batches: dict[str, Batch] = {}  # insertion order: fetch order, the eviction order
         self._fetching: dict[str, Fetch] = {}
@@ -217,16 +227,17 @@ class LocalQuota:
             while True:
                 started = clock()
                 timer = perf_counter()
-                applied = yield APPLY, [*refunds, Check(key, self.rule, size, HIT)]
+                decision: Decision
+                if refunds or not self._timeless:
+                    applied = yield APPLY, [*refunds, Check(key, self.rule, size, HIT)]
+                    decision, at = applied.decisions[-1], applied.now
+                else:
+                    decision, at = (yield TAKE, (key, size)), started
                 elapsed += perf_counter() - timer
-                decision: Decision = applied.decisions[-1]
                 if decision.allowed:
                     refunds = []  # applied with the batch
-                    return (
-                        self._install(key, size, cost, started, applied.now, decision),
-                        None,
-                        elapsed,
-                    )
+                    grant = self._install(key, size, cost, started, at, decision)
+                    return grant, None, elapsed
                 attempt += 1
                 if size <= cost or attempt >= TAIL_ATTEMPTS:
                     break

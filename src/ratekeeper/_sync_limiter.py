@@ -24,7 +24,7 @@ from ratekeeper._limiter_base import (
     LimiterCore,
     PermitBase,
 )
-from ratekeeper._local_quota import FETCH_WAIT, WAIT
+from ratekeeper._local_quota import FETCH_WAIT, TAKE, WAIT
 from ratekeeper.algorithms import INF
 from ratekeeper.algorithms.checks import Check
 from ratekeeper.clock import sleeper
@@ -91,6 +91,8 @@ class RateLimiter(LimiterCore):
         kind, arg = step
         if kind == WAIT:  # another caller's fetch of the key: True once it ended
             return arg.event.wait(FETCH_WAIT)
+        if kind == TAKE:  # a batch with a plain hit
+            return self.store.hit(arg[0], self.rule, arg[1], self.clock())
         return self._checks_store().apply_checks(arg, self.clock())
 
     def peek(self, key: str, cost: float = 1, priority: str | None = None) -> Decision:

@@ -35,19 +35,21 @@ ALGORITHMS = ["fixed_window", "token_bucket"]
 
 
 def counted(store: Any) -> list[int]:
-    """Count the store operations of a limiter with local quota (they are all apply_checks)."""
+    """Count the store operations of a limiter with local quota (apply_checks and hit)."""
     calls = [0]
-    apply_checks = store.apply_checks
 
-    def counting(*args: Any) -> Any:
-        calls[0] += 1
-        return apply_checks(*args)
+    def wrap(method: Any) -> Any:
+        def counting(*args: Any) -> Any:
+            calls[0] += 1
+            return method(*args)
 
-    async def acounting(*args: Any) -> Any:
-        calls[0] += 1
-        return await apply_checks(*args)
+        async def acounting(*args: Any) -> Any:
+            calls[0] += 1
+            return await method(*args)
 
-    store.apply_checks = acounting if asyncio.iscoroutinefunction(apply_checks) else counting
+        return acounting if asyncio.iscoroutinefunction(method) else counting
+
+    store.apply_checks, store.hit = wrap(store.apply_checks), wrap(store.hit)
     return calls
 
 

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from ratekeeper import AsyncRateLimiter, ConfigError, RateLimiter, Registry, StoreUnavailable
+from ratekeeper.algorithms import Rule
 from ratekeeper.algorithms.checks import HIT, REFUND, Check
 from ratekeeper.config import load
+from ratekeeper.decision import Decision
 from ratekeeper.events import Event
 from ratekeeper.stores.base import Applied
 from ratekeeper.stores.memory import MemoryStore
@@ -24,8 +26,8 @@ START = 1_000_000.0  # a multiple of neither an hour nor a day: windows start be
 
 
 class CountingStore(MemoryStore):
-    """A memory store that records every apply_checks call as [(mode, cost), ...], and fails
-    while ``down``."""
+    """A memory store that records every apply_checks call as [(mode, cost), ...] (a hit as
+    [(HIT, cost)]), and fails while ``down``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,6 +41,13 @@ class CountingStore(MemoryStore):
         with self.lock:
             self.calls.append([(check.mode, check.cost) for check in checks])
         return super().apply_checks(checks, now, write)
+
+    def hit(self, key: str, rule: Rule, cost: float, now: float) -> Decision:
+        if self.down:
+            raise StoreUnavailable("store down (test)")
+        with self.lock:
+            self.calls.append([(HIT, cost)])
+        return super().hit(key, rule, cost, now)
 
 
 def make(
@@ -248,7 +257,9 @@ def test_waiting_callers_share_one_fetch() -> None:
             return super().apply_checks(checks, now, write)
 
     store = SlowStore()
-    limiter = RateLimiter("1000/hour", store=store, clock=clock, local_quota=100)
+    limiter = RateLimiter(
+        "1000/hour", algorithm="fixed_window", store=store, clock=clock, local_quota=100
+    )
     results: list[bool] = []
     threads = [
         threading.Thread(target=lambda: results.append(limiter.hit("k").allowed)) for _ in range(4)
