@@ -32,9 +32,6 @@ from ratekeeper.stores.base import Applied, Rule
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
 
-_MISSING: Any = object()
-
-
 # How far the limiter's clock and the monotonic clock may disagree over one generation (NTP slews,
 # scheduling) while the limiter's clock is still trusted to say that a generation went quiet.
 CLOCK_AGREEMENT = 1.0
@@ -43,38 +40,51 @@ CLOCK_AGREEMENT = 1.0
 class _Table:
     """The states of one rule part, in two generations."""
 
-    __slots__ = ("horizon", "last", "old", "rotated_at", "rotated_mono", "young")
+    __slots__ = ("_horizon", "due", "last", "old", "rotated_at", "rotated_mono", "young")
 
     def __init__(self, horizon: float) -> None:
-        self.horizon = horizon
-        self.young: dict[str, State] = {}
+        self._horizon = horizon
+        self.young: dict[str, State] = {}  # never holds None: a state of None is no entry
         self.old: dict[str, State] = {}
         # -inf: the first read rotates two empty generations, i.e. only starts the clocks.
         self.rotated_at = -INF
         self.rotated_mono = -INF
+        self.due = -INF  # rotated_at + horizon: the clock reading from which to rotate
         self.last = -INF  # the limiter's clock at the latest write
+
+    @property
+    def horizon(self) -> float:
+        return self._horizon
+
+    @horizon.setter
+    def horizon(self, horizon: float) -> None:
+        self._horizon = horizon
+        # before the first rotation (-inf) it stays due, whatever the horizon (-inf + inf is nan)
+        self.due = self.rotated_at + horizon if self.rotated_at > -INF else -INF
 
     def rotate(self, now: float, mono: float) -> None:
         """Called when the limiter's clock says a horizon has passed since the last rotation."""
         elapsed = mono - self.rotated_mono
-        if elapsed < self.horizon:
+        if elapsed < self._horizon:
             # The clock ran ahead of elapsed time (it jumped): drop nothing, and check again once a
             # horizon has really passed since the last rotation.
             self.rotated_at = now - elapsed
+            self.due = self.rotated_at + self._horizon
             return
-        quiet = now - self.last >= self.horizon
+        quiet = now - self.last >= self._horizon
         if quiet and abs(now - self.rotated_at - elapsed) <= CLOCK_AGREEMENT:
             self.young = {}  # nothing written for a horizon: both generations are replenished
         self.old = self.young
         self.young = {}
         self.rotated_at = now
         self.rotated_mono = mono
+        self.due = now + self._horizon
 
     def get(self, key: str, now: float, mono: Clock) -> State:
-        if now - self.rotated_at >= self.horizon:
+        if now >= self.due:
             self.rotate(now, mono())
-        state = self.young.get(key, _MISSING)
-        if state is _MISSING:
+        state = self.young.get(key)
+        if state is None:
             return self.old.get(key)
         return state
 
@@ -167,11 +177,11 @@ class MemoryStore:
         lock = self._lock
         lock.acquire()  # not `with`: its __enter__/__exit__ calls cost more than the dict work
         try:
-            if now - table.rotated_at >= table.horizon:
+            if now >= table.due:
                 table.rotate(now, self._monotonic())
             young = table.young
-            state = young.get(key, _MISSING)
-            if state is _MISSING:
+            state = young.get(key)
+            if state is None:
                 state = table.old.get(key)
             new, decision = apply(state, now, cost, limit)
             if new is not state:
