@@ -21,6 +21,7 @@ WEB = "Web middleware overhead, in-process (one default limit, headers on)"
 WEB_WRK = "Web middleware overhead, uvicorn + wrk (Starlette)"
 SCALE_BYTES = "Memory store at scale: bytes per key"
 SCALE_HIT = "Memory store at scale: hit time"
+CLUSTER = "Redis Cluster scale-out, asyncio, 200 tasks per process, 10,000 keys"
 SECTIONS = (
     MEM_ONE,
     MEM_MANY,
@@ -34,8 +35,8 @@ SECTIONS = (
     HOTKEY,
     WEB,
 )
-# Run only when asked (``--wrk``, ``--scale``): minutes each, never in the smoke run.
-OPTIONAL_SECTIONS = (WEB_WRK, SCALE_BYTES, SCALE_HIT)
+# Run only when asked (``--wrk``, ``--scale``, ``--cluster``): minutes each, never in the smoke run.
+OPTIONAL_SECTIONS = (WEB_WRK, SCALE_BYTES, SCALE_HIT, CLUSTER)
 UNITS = {
     MEM_ONE: "ns",
     MEM_MANY: "ns",
@@ -51,6 +52,7 @@ UNITS = {
     WEB_WRK: "ns",
     SCALE_BYTES: "B/key",
     SCALE_HIT: "ns",
+    CLUSTER: "dec/s",
 }
 HIGHER_IS_BETTER = {"dec/s"}
 

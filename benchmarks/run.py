@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import adapters as ad
-from benchmarks import hotkey, scale, web
+from benchmarks import cluster, hotkey, scale, web
 from benchmarks.adapters import FAMILIES, Contender, Factory
 from benchmarks.measure import (
     bytes_per_key,
@@ -37,6 +37,7 @@ from benchmarks.redis_server import RedisServer
 from benchmarks.report import write_report
 from benchmarks.results import (
     CACHE,
+    CLUSTER,
     FULL,
     HOTKEY,
     MEM_KEY,
@@ -453,6 +454,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "1000000,10000000 (minutes; a fresh process per library and size)",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also measure asyncio decisions/s on private 1- and 3-master Redis Clusters, 1 and 2 "
+        "client processes (benchmarks/cluster.py; minutes)",
+    )
+    parser.add_argument(
         "--scale-families",
         default="fixed_window,gcra",
         metavar="FAMILIES",
@@ -495,6 +502,11 @@ def run(argv: Sequence[str] | None = None) -> list[Row]:
         sizes = [int(size) for size in args.scale.split(",")]
         runner.scale(sizes, args.scale_families.split(","))
         lap("memory at scale")
+    if args.cluster and wanted(CLUSTER):
+        log(f"== {CLUSTER} (decisions per second, higher is better)")
+        for family, contender, samples in cluster.measure(settings):
+            runner.add(CLUSTER, family, contender, samples)
+        lap("redis cluster")
     if not args.no_redis and wanted(*redis_sections):
         url = args.redis_url or os.environ.get("RATEKEEPER_BENCH_REDIS_URL")
         server = RedisServer() if url is None else None
