@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import multiprocessing
 import shutil
 import socket
@@ -49,6 +48,7 @@ SLOTS = 16384
 START_BOUND = 10.0  # seconds for a server, or the cluster, to come up
 STOP_BOUND = 5.0  # seconds for a server to exit after SIGTERM before SIGKILL
 POLL = 0.02  # seconds between checks of a server's state
+BARRIER_BOUND = 120.0  # seconds a client process waits for the others of its sample
 CONTENDERS = ("ratekeeper pipelined", "ratekeeper one by one", "limits", "throttled-py")
 
 
@@ -58,7 +58,9 @@ CONTENDERS = ("ratekeeper pipelined", "ratekeeper one by one", "limits", "thrott
 class PrivateCluster:
     """``with PrivateCluster(masters) as url:`` starts ``masters`` cluster-enabled redis-servers
     (no persistence, no replicas) on free loopback ports, gives each an even share of the slots,
-    has them meet, waits for ``cluster_state:ok`` everywhere; stops them by PID after."""
+    has them meet, waits for ``cluster_state:ok`` everywhere; stops them by PID after.
+    (:meth:`start`, then :meth:`wait`, to bring several up at once: a master says ``ok`` no
+    sooner than 2 s after it started.)"""
 
     def __init__(self, masters: int, binary: str | None = None) -> None:
         self.masters = masters
@@ -68,6 +70,11 @@ class PrivateCluster:
         self.ports: list[int] = []
 
     def __enter__(self) -> str:
+        self.start()
+        return self.wait()
+
+    def start(self) -> None:
+        """Start the servers and give out the slots."""
         import redis
 
         if not Path(self.binary).exists():
@@ -103,14 +110,27 @@ class PrivateCluster:
                     client.execute_command("CLUSTER ADDSLOTSRANGE", i * share, last)
                 for port, bus in zip(self.ports[1:], buses[1:], strict=True):
                     clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port, bus)
-                for client in clients:
-                    _until(lambda c=client: self._ready(c), "the cluster is up")
             finally:
                 for client in clients:
                     client.close()
         except BaseException:
             self.__exit__()
             raise
+
+    def wait(self) -> str:
+        """Wait for the cluster to be up; its URL."""
+        import redis
+
+        clients = [redis.Redis(port=port) for port in self.ports]
+        try:
+            for client in clients:
+                _until(lambda c=client: self._ready(c), "the cluster is up")
+        except BaseException:
+            self.__exit__()
+            raise
+        finally:
+            for client in clients:
+                client.close()
         return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
 
     def _ready(self, client: Any) -> bool:
@@ -215,7 +235,7 @@ async def _work(job: Job) -> tuple[float, float, int]:
 
 
 def sample(
-    pool: concurrent.futures.Executor,
+    pool: Any,
     manager: Any,
     case: tuple[int, int, str],
     url: str,
@@ -226,9 +246,9 @@ def sample(
     same KEYS keys (new ones each sample)."""
     _, processes, name = case
     keys = key_sequence(KEYS, n, uuid.uuid4().hex[:8])
-    ready = manager.Barrier(processes)
+    ready = manager.Barrier(processes, timeout=BARRIER_BOUND)
     jobs = [Job(name, url, keys[p::processes], warmup, ready) for p in range(processes)]
-    done = list(pool.map(work, jobs))
+    done = pool.map(work, jobs, chunksize=1)
     begin = min(start for start, _, _ in done)
     end = max(stop for _, stop, _ in done)
     return sum(count for _, _, count in done) / (end - begin)
@@ -251,15 +271,16 @@ def measure(
     urls: dict[int, str] = {}
     context = multiprocessing.get_context("spawn")
     try:
+        for cluster in clusters:
+            cluster.start()
         for count, cluster in zip(masters, clusters, strict=True):
-            urls[count] = cluster.__enter__()
+            urls[count] = cluster.wait()
             log(f"== started a {count}-master cluster at {urls[count]}")
         cases = [(m, p, name) for m in masters for p in processes for name in CONTENDERS]
         samples: dict[tuple[int, int, str], list[float]] = {case: [] for case in cases}
-        with (
-            context.Manager() as manager,
-            concurrent.futures.ProcessPoolExecutor(max(processes), mp_context=context) as pool,
-        ):
+        # A Pool starts every worker at once (a ProcessPoolExecutor may reuse one idle worker for
+        # both jobs of a sample, which then waits at the barrier for ever).
+        with context.Manager() as manager, context.Pool(max(processes)) as pool:
             for repeat in range(settings.repeats):
                 for i in range(len(cases)):
                     case = cases[(repeat + i) % len(cases)]
