@@ -281,11 +281,21 @@ def measure(
         # A Pool starts every worker at once (a ProcessPoolExecutor may reuse one idle worker for
         # both jobs of a sample, which then waits at the barrier for ever).
         with context.Manager() as manager, context.Pool(max(processes)) as pool:
+            failed: set[tuple[int, int, str]] = set()
             for repeat in range(settings.repeats):
                 for i in range(len(cases)):
                     case = cases[(repeat + i) % len(cases)]
-                    url = urls[case[0]]
-                    samples[case].append(sample(pool, manager, case, url, n, settings.warmup))
+                    if case in failed:
+                        continue
+                    try:
+                        rate = sample(pool, manager, case, urls[case[0]], n, settings.warmup)
+                    except Exception as exc:  # a peer that fails is left out, not the run
+                        log(f"  {family(*case[:2])} {case[2]} FAILED, left out: {exc!r:.200}")
+                        failed.add(case)
+                        continue
+                    samples[case].append(rate)
+            for case in failed:
+                del samples[case]
     finally:
         for cluster in clusters:
             cluster.__exit__()
