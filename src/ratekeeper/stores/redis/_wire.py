@@ -662,7 +662,18 @@ class AsyncWire(WireBase):
         if queue is None:  # redis-py's own path
             return await self._script(here, give_up, call.script, call.args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._enqueue(here, queue, (packet, call, give_up, future))
+        item = (packet, call, give_up, future)
+        if not self._pipelining or (
+            not queue.in_flight and not queue.pending and not queue.scheduled
+        ):
+            # Nothing in flight to this server: this task sends its call itself (a pipeline of
+            # one, by its own deadline), with no hand-off to a flushing task; calls made
+            # meanwhile queue up for the next pipeline as usual.
+            await self._flush(here, queue, [item])
+            if future.done():
+                return future.result()
+        else:
+            self._enqueue(here, queue, item)
         try:
             async with asyncio.timeout(give_up - _clock()):
                 return await future
