@@ -12,6 +12,7 @@ from ratekeeper.limits import Limit
 
 __all__ = [
     "RESET_FORMATS",
+    "SECONDS_DIGITS",
     "Decision",
     "ResetFormat",
     "combine",
@@ -22,6 +23,8 @@ __all__ = [
 
 INF = math.inf
 POLICY_TEXTS_CACHED = 1024  # distinct limits whose policy text is kept formatted
+# Header seconds are rounded to this many digits before rounding up (float noise tolerated).
+SECONDS_DIGITS = 6
 ResetFormat = Literal["seconds", "epoch"]  # what X-RateLimit-Reset counts
 RESET_FORMATS: tuple[ResetFormat, ...] = ("seconds", "epoch")
 
@@ -151,7 +154,7 @@ def _secs(value: float) -> int:
 
 def _ceil(value: float) -> int:
     # Tolerate float noise: 0.6000000000000001 s is 1 s, 2.0000000000004 s is 2 s.
-    return max(0, math.ceil(round(value, 6)))
+    return max(0, math.ceil(round(value, SECONDS_DIGITS)))
 
 
 def _binding(d: Decision) -> Decision:

@@ -457,7 +457,13 @@ class Engine:
         call :meth:`check` or :meth:`check_async`)."""
         if not self._in_memory:
             return None
-        plan = self._plan(rules)
+        planned = self._planned  # the engine's own rules, planned: checked inline (every request)
+        if (rules is None or rules is self.rules) and (
+            planned[0] == self.registry.evictions and planned[1] == len(self.rules)
+        ):
+            plan = planned[2]
+        else:
+            plan = self._plan(rules)
         if plan is None:
             return None
         outcome = Outcome()
@@ -466,7 +472,10 @@ class Engine:
             if (rule.methods is not None or rule.paths) and not rule.applies(view):
                 continue
             if client is None:
-                client = self._client(view)
+                known = self._peer_keys
+                client = known.get(view.client) if known is not None else None
+                if client is None:
+                    client = self._client(view)
             try:
                 decision = limiter.hit(f"{head}:{client.stored}", cost)
             except StoreUnavailable as exc:

@@ -13,10 +13,11 @@ key/cost/limit functions a ``starlette.requests.Request``; otherwise they get th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ratekeeper.decision import Decision, policy_text, seconds_to_reset
+from ratekeeper.decision import SECONDS_DIGITS, Decision, policy_text
 from ratekeeper.integrations.engine import Engine
 from ratekeeper.integrations.keys import LimitSpec, RequestView
 from ratekeeper.integrations.rules import Denial, LimitRule
@@ -127,7 +128,9 @@ def header_items(engine: Engine, decision: Decision | None) -> list[tuple[bytes,
     if fixed is None or fixed[0] is not policy:
         fixed = _policy_bytes(policy)
     remaining = b"%d" % decision.remaining
-    t = b"%d" % seconds_to_reset(decision)
+    # `seconds_to_reset` of an allowed decision, inlined: its reset_after rounded up
+    seconds = math.ceil(round(decision.reset_after, SECONDS_DIGITS))
+    t = b"%d" % seconds if seconds > 0 else b"0"
     return [
         (b"ratelimit-policy", fixed[1]),
         (b"ratelimit", fixed[2] + remaining + b";t=" + t),
@@ -217,11 +220,12 @@ class RateLimitMiddleware:
         return send_and_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._closing(send))
-            return
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await self.app(scope, receive, self._closing(send))
+            else:
+                await self.app(scope, receive, send)
             return
         engine = self.engine
         view = _ScopeView(scope)
@@ -244,7 +248,19 @@ class RateLimitMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                _add_headers(message, scope.get(HEADERS_SCOPE_KEY), own)
+                route = scope.get(HEADERS_SCOPE_KEY)
+                if route is None:  # the common case of _add_headers, inline: no route headers
+                    headers = message.get("headers")
+                    if not headers:
+                        message["headers"] = own
+                    elif own:
+                        present = {name.lower() for name, _ in headers}
+                        message["headers"] = [
+                            *headers,
+                            *[item for item in own if item[0] not in present],
+                        ]
+                else:
+                    _add_headers(message, route, own)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
