@@ -14,8 +14,11 @@ from pathlib import Path
 
 from benchmarks.adapters import AMOUNT, FAMILIES, LIBRARIES
 from benchmarks.results import (
+    CLUSTER,
+    HOTKEY,
     OPTIONAL_SECTIONS,
     SECTIONS,
+    THR_ONE,
     WEB,
     WEB_WRK,
     Row,
@@ -26,8 +29,11 @@ from benchmarks.results import (
 CHART_SECTIONS = (
     "Memory, sync, 1 key",
     "Memory, sync, 10,000 keys",
+    THR_ONE,
     "Redis, sync, 10,000 keys",
     "Redis, asyncio, 50 tasks, 10,000 keys",
+    HOTKEY,
+    CLUSTER,
     WEB,
 )
 BARE = "bare app"  # a web case's app without a limiter: its time, not an overhead
@@ -310,24 +316,40 @@ def chart(rows: Sequence[Row], path: Path) -> None:
     if not sections:
         sections = sorted({r.section for r in rows})[:4] or ["(no data)"]
     fig, axes = plt.subplots(len(sections), 1, figsize=(11, 3.6 * len(sections)), squeeze=False)
-    libraries = [*LIBRARIES, "redis-py", *WEB_PEERS]
     for ax, section in zip(axes[:, 0], sections, strict=True):
-        group = [r for r in rows if r.section == section]
+        group = [r for r in rows if r.section == section and r.library != BARE]
         order = ("floor", *FAMILIES, *dict.fromkeys(r.family for r in group))
         families = [f for f in dict.fromkeys(order) if any(r.family == f for r in group)]
-        width = 0.8 / max(1, len(libraries))
+        series = _series(group)
+        width = 0.8 / max(1, len(series))
         unit = group[0].unit if group else "ns"
         scale = 1000.0 if unit == "ns" else 1.0
-        for j, library in enumerate(libraries):
+        for j, (label, library, variant) in enumerate(series):
             xs, ys = [], []
             for i, family in enumerate(families):
-                # several rows per (family, library) happen only for the floor: take the first
-                match = [r for r in group if r.family == family and r.library == library]
+                # several rows per (family, library) in one series happen only for the floor
+                match = [
+                    r
+                    for r in group
+                    if r.family == family
+                    and r.library == library
+                    and (variant is None or r.algorithm == variant)
+                ]
                 if match:
-                    xs.append(i + (j - len(libraries) / 2 + 0.5) * width)
+                    xs.append(i + (j - len(series) / 2 + 0.5) * width)
                     ys.append(match[0].value / scale)
             if xs:
-                ax.bar(xs, ys, width, label=library, color=COLORS.get(library))
+                # a library's second and later variants: its colour, hatched and lighter
+                later = any(other[1] == library for other in series[:j])
+                ax.bar(
+                    xs,
+                    ys,
+                    width,
+                    label=label,
+                    color=COLORS.get(library),
+                    alpha=0.45 if later else 1.0,
+                    hatch="//" if later else None,
+                )
         ax.set_xticks(range(len(families)))
         ax.set_xticklabels(families)
         label = {"ns": "µs per decision (lower is better)", "dec/s": "decisions/s (higher)"}
@@ -340,3 +362,23 @@ def chart(rows: Sequence[Row], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _series(group: Sequence[Row]) -> list[tuple[str, str, str | None]]:
+    """The bars of a chart panel: one per library (label, library, None), or, for a section that
+    compares variants of one library (local quota or not, pipelined or not, sizes), one per
+    (library, variant) (label, library, variant)."""
+    libraries = [*LIBRARIES, "redis-py", *WEB_PEERS]
+    present = [lib for lib in libraries if any(r.library == lib for r in group)]
+    variants = any(
+        len({r.algorithm for r in group if r.family == f and r.library == lib}) > 1
+        for f in {r.family for r in group if r.family != "floor"}
+        for lib in present
+    )
+    if not variants:
+        return [(lib, lib, None) for lib in present]
+    found: list[tuple[str, str, str | None]] = []
+    for lib in present:
+        for variant in dict.fromkeys(r.algorithm for r in group if r.library == lib):
+            found.append((f"{lib}: {variant}", lib, variant))
+    return found
