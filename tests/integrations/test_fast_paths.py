@@ -161,3 +161,15 @@ def test_asgi_header_bytes_are_the_engines_headers_encoded() -> None:
                 for name, value in engine.response_headers(decision).items()
             ]
             assert header_items(engine, decision) == expected, (engine.header_groups, decision)
+
+
+def test_asgi_a_lower_case_header_of_ours_set_by_the_app_is_kept_alone() -> None:
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        own = [(b"content-type", b"text/plain"), (b"ratelimit", b"the app's")]
+        await send({"type": "http.response.start", "status": 200, "headers": own})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    headers = asyncio.run(_start(RateLimitMiddleware(inner, limits="5/minute")))
+    assert [value for name, value in headers if name == b"ratelimit"] == [b"the app's"]
+    assert (b"x-ratelimit-remaining", b"4") in headers
+    assert headers[:2] == [(b"content-type", b"text/plain"), (b"ratelimit", b"the app's")]

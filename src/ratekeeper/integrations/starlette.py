@@ -20,7 +20,7 @@ from typing import Any
 from ratekeeper.decision import SECONDS_DIGITS, Decision, policy_text
 from ratekeeper.integrations.engine import Engine
 from ratekeeper.integrations.keys import LimitSpec, RequestView
-from ratekeeper.integrations.rules import Denial, LimitRule
+from ratekeeper.integrations.rules import HEADER_GROUP_OF, Denial, LimitRule
 from ratekeeper.limits import Limit
 
 __all__ = ["HEADERS_SCOPE_KEY", "LimitRule", "RateLimitMiddleware", "send_denial", "view_of"]
@@ -105,9 +105,11 @@ def _header_name(name: str) -> bytes:
     return encoded
 
 
-# Per limit (by identity, the limit kept to check it): its RateLimit-Policy value and the start of
-# its RateLimit item, encoded once.
-_POLICY_BYTES: dict[int, tuple[Limit, bytes, bytes]] = {}
+# Per limit (by identity, the limit kept to check it): its RateLimit-Policy value, the start of its
+# RateLimit item, and its amount with X-RateLimit-Limit's value, encoded once.
+_POLICY_BYTES: dict[int, tuple[Limit, bytes, bytes, int, bytes]] = {}
+# Every header name the middleware may send, as ASGI sends them.
+OWN_NAMES = frozenset(name.lower().encode("latin-1") for name in HEADER_GROUP_OF)
 
 
 def header_items(engine: Engine, decision: Decision | None) -> list[tuple[bytes, bytes]]:
@@ -131,25 +133,37 @@ def header_items(engine: Engine, decision: Decision | None) -> list[tuple[bytes,
     # `seconds_to_reset` of an allowed decision, inlined: its reset_after rounded up
     seconds = math.ceil(round(decision.reset_after, SECONDS_DIGITS))
     t = b"%d" % seconds if seconds > 0 else b"0"
+    limit = decision.limit
     return [
         (b"ratelimit-policy", fixed[1]),
-        (b"ratelimit", fixed[2] + remaining + b";t=" + t),
-        (b"x-ratelimit-limit", b"%d" % decision.limit),
+        (b"ratelimit", b"%s%s;t=%s" % (fixed[2], remaining, t)),
+        (b"x-ratelimit-limit", fixed[4] if limit == fixed[3] else b"%d" % limit),
         (b"x-ratelimit-remaining", remaining),
         (b"x-ratelimit-reset", t),
     ]
 
 
-def _policy_bytes(policy: Limit) -> tuple[Limit, bytes, bytes]:
+def _policy_bytes(policy: Limit) -> tuple[Limit, bytes, bytes, int, bytes]:
     fixed = (
         policy,
         policy_text(policy).encode("latin-1"),
         f'"{policy.name}";r='.encode("latin-1"),
+        policy.amount,
+        b"%d" % policy.amount,
     )
     if len(_POLICY_BYTES) >= POLICIES_CACHED:
         _POLICY_BYTES.clear()
     _POLICY_BYTES[id(policy)] = fixed
     return fixed
+
+
+def _has_own(headers: Any) -> bool:
+    """Whether response ``headers`` already have one of the middleware's header names (names
+    are lower case in ASGI as a rule: only one that is not is lowered to compare)."""
+    for name, _ in headers:
+        if name in OWN_NAMES or (not name.islower() and name.lower() in OWN_NAMES):
+            return True
+    return False
 
 
 async def send_denial(
@@ -249,16 +263,10 @@ class RateLimitMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 route = scope.get(HEADERS_SCOPE_KEY)
-                if route is None:  # the common case of _add_headers, inline: no route headers
-                    headers = message.get("headers")
-                    if not headers:
-                        message["headers"] = own
-                    elif own:
-                        present = {name.lower() for name, _ in headers}
-                        message["headers"] = [
-                            *headers,
-                            *[item for item in own if item[0] not in present],
-                        ]
+                headers = message.get("headers")
+                if route is None and own and not (headers and _has_own(headers)):
+                    # the common case of _add_headers: nothing from a route, none of ours there
+                    message["headers"] = [*headers, *own] if headers else own
                 else:
                     _add_headers(message, route, own)
             await send(message)
