@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import multiprocessing
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any
 from benchmarks import adapters as ad
 from benchmarks.adapters import Contender
 from benchmarks.measure import key_sequence, summarize, tasks_rate
+from benchmarks.ports import free_port
 from benchmarks.results import FULL, SMOKE, Settings, fmt, log
 
 MASTERS = (1, 3)
@@ -83,13 +83,13 @@ class PrivateCluster:
         buses: list[int] = []
         try:
             for i in range(self.masters):
-                port = _free_port()
+                port = free_port()
                 data = Path(self.folder.name) / f"node{i}"
                 data.mkdir()
                 options = ["--bind", "127.0.0.1", "--port", str(port), "--save", ""]
                 options += ["--appendonly", "no", "--protected-mode", "no", "--dir", str(data)]
                 options += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-                bus = _free_port()  # else port + 10000: past 65535 for a high free port
+                bus = free_port()  # else port + 10000: past 65535 for a high free port
                 options += ["--cluster-port", str(bus)]
                 self.processes.append(
                     subprocess.Popen(
@@ -155,13 +155,6 @@ class PrivateCluster:
         if self.folder is not None:
             self.folder.cleanup()
             self.folder = None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _pings(client: Any, process: subprocess.Popen[bytes]) -> bool:

@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import random
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,19 +35,14 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.ports import free_port
+
 KEYS = 1000
 PROCESSES = 2
 TASKS_PER_PROCESS = 25  # 2 x 25 = 50 concurrent clients
 BATCH = 100
 START_TIMEOUT = 30.0
 POLL = 0.05  # seconds between attempts to reach the starting server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -60,7 +54,7 @@ def serve(store_url: str, token: str) -> Iterator[str]:
             f'[stores.bench]\nurl = "{store_url}"\n\n'
             '[limiters.bench]\nlimits = "1000000000/second"\nstore = "bench"\n'
         )
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "ratekeeper", "serve", "--config", str(config),
              "--port", str(port), "--log-level", "warning"],

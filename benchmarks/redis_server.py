@@ -9,6 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.ports import free_port
+
 
 class RedisServer:
     """``with RedisServer() as url:`` starts redis-server (no persistence) and stops it after."""
@@ -22,7 +24,7 @@ class RedisServer:
         if not Path(self.binary).exists():
             raise RuntimeError("redis-server not found; install it or pass --redis-url")
         self.folder = tempfile.TemporaryDirectory(prefix="ratekeeper-bench-")
-        port = _free_port()
+        port = free_port()
         options = ["--bind", "127.0.0.1", "--port", str(port), "--save", ""]
         options += ["--appendonly", "no", "--protected-mode", "no", "--dir", self.folder.name]
         self.process = subprocess.Popen(
@@ -50,13 +52,6 @@ class RedisServer:
         if self.folder is not None:
             self.folder.cleanup()
             self.folder = None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers(port: int) -> bool:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.adapters import AMOUNT, PER
+from benchmarks.ports import free_port
 
 RATE = f"{AMOUNT}/hour"
 assert PER == 3600
@@ -411,7 +412,7 @@ def served(kinds: list[str]) -> Iterator[dict[str, int]]:
     root = Path(__file__).resolve().parent.parent
     script = Path(tempfile.mkdtemp(prefix="rk-bench-web-")) / "serve.py"
     script.write_text(SERVED.format(paths=[str(root), str(root / "src")]))
-    ports = {kind: _free_port() for kind in kinds}
+    ports = {kind: free_port() for kind in kinds}
     procs = [
         subprocess.Popen([sys.executable, str(script), kind, str(port)])
         for kind, port in ports.items()
@@ -451,13 +452,6 @@ def wrk_requests_per_second(port: int, seconds: int = WRK_SECONDS) -> float:
     if match is None:
         raise RuntimeError(f"no rate in wrk's output: {out}")
     return float(match.group(1))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_port(port: int) -> None:

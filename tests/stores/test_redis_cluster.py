@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,20 +37,6 @@ STARTUP_CONNECTIONS = 1  # per node: the client asks its startup node for the sl
 
 def prefix() -> str:
     return f"rktest:{uuid.uuid4().hex[:12]}"
-
-
-def node_ports() -> list[int]:
-    hosts = env_url("RATEKEEPER_REDIS_CLUSTER_URL").removeprefix("redis+cluster://").split(",")
-    return [int(host.rsplit(":", 1)[1]) for host in hosts]
-
-
-@pytest.fixture
-def nodes() -> Iterator[dict[int, redis.Redis]]:
-    """A plain client per cluster node (for INFO and CLIENT LIST), by port."""
-    clients = {port: redis.Redis(port=port) for port in node_ports()}
-    yield clients
-    for client in clients.values():
-        client.close()
 
 
 def moved_replies(nodes: dict[int, redis.Redis]) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -21,7 +20,7 @@ from ratekeeper import AsyncRateLimiter, Decision
 from ratekeeper.stores.redis import AsyncRedisStore
 
 from .backends.redis import env_url
-from .test_redis_cluster import key_per_node, node_ports, prefix, slot_owner
+from .test_redis_cluster import key_per_node, prefix, slot_owner
 
 pytestmark = pytest.mark.redis
 
@@ -36,15 +35,6 @@ BURST = 1000  # decisions of the round-trip test
 CALLS_PER_READ = 10  # pipelined: at least this many scripts per socket read a master serves
 PAUSE_MS = 1500  # how long a master is stuck (CLIENT PAUSE WRITE holds scripts, not INFO)
 BOUND = 1.0  # seconds: every decision with default settings, whatever the fault (failover tests)
-
-
-@pytest.fixture
-def nodes() -> Iterator[dict[int, redis.Redis]]:
-    """A plain client per master, by port."""
-    clients = {port: redis.Redis(port=port) for port in node_ports()}
-    yield clients
-    for client in clients.values():
-        client.close()
 
 
 def served(nodes: dict[int, redis.Redis]) -> dict[int, tuple[int, int]]:

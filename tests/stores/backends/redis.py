@@ -67,3 +67,9 @@ BACKENDS = [
 # Standalone Redis is the one whose traffic a FaultProxy can carry (tests/stores/test_faults.py).
 BACKENDS[0].url = lambda: env_url("RATEKEEPER_REDIS_URL")
 BACKENDS[0].make_at = make_at
+
+
+def node_ports() -> list[int]:
+    """The ports of the test Redis Cluster's nodes."""
+    hosts = env_url("RATEKEEPER_REDIS_CLUSTER_URL").removeprefix("redis+cluster://").split(",")
+    return [int(host.rsplit(":", 1)[1]) for host in hosts]
