@@ -125,3 +125,10 @@ def test_behind_a_trusted_proxy_the_straight_check_keys_each_forwarded_client() 
     assert engine.check(forwarded("198.51.100.1")).allowed
     assert engine.check(forwarded("198.51.100.2")).allowed  # same proxy, another client
     assert not engine.check(forwarded("198.51.100.1")).allowed
+
+
+def test_a_rule_replaced_in_place_is_checked() -> None:
+    engine = Engine("5/minute", registry=Registry())
+    assert engine.check(view()).decision.limit == 5  # type: ignore[union-attr]
+    engine.rules[0] = LimitRule("2/minute", scope="replaced")
+    assert engine.check(view()).decision.limit == 2  # type: ignore[union-attr]

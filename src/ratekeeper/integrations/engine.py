@@ -257,7 +257,7 @@ class Engine:
         self._rule_limiters: tuple[RuleLimiters, RuleLimiters] = ({}, {})
         self._evictions_seen = self.registry.evictions
         self._heads: dict[str, str] = {}
-        self._planned: tuple[int, int, list[Planned] | None] = (-1, 0, None)
+        self._planned: tuple[int, tuple[LimitRule, ...], list[Planned] | None] = (-1, (), None)
         self._peer_keys = self.client_key.by_peer
 
     def close(self) -> None:
@@ -457,13 +457,7 @@ class Engine:
         call :meth:`check` or :meth:`check_async`)."""
         if not self._in_memory:
             return None
-        planned = self._planned  # the engine's own rules, planned: checked inline (every request)
-        if (rules is None or rules is self.rules) and (
-            planned[0] == self.registry.evictions and planned[1] == len(self.rules)
-        ):
-            plan = planned[2]
-        else:
-            plan = self._plan(rules)
+        plan = self._plan(rules)
         if plan is None:
             return None
         outcome = Outcome()
@@ -486,13 +480,13 @@ class Engine:
 
     def _plan(self, rules: Sequence[LimitRule] | None) -> list[Planned] | None:
         """What :meth:`check_now` runs for ``rules`` (default: the engine's own, planned once
-        until a rule is added or the registry evicts a limiter): each rule with its budget's
+        until its rules change or the registry evicts a limiter): each rule with its budget's
         key head, limiter and cost; None unless every rule is plain."""
         own = rules is None or rules is self.rules
         if own:
             rules = self.rules
-            evictions, count, plan = self._planned
-            if evictions == self.registry.evictions and count == len(rules):
+            evictions, planned_rules, plan = self._planned
+            if evictions == self.registry.evictions and planned_rules == tuple(rules):
                 return plan
         assert rules is not None
         plain = self._plain
@@ -509,7 +503,7 @@ class Engine:
         else:
             plan = None
         if own:
-            self._planned = (self.registry.evictions, len(rules), plan)
+            self._planned = (self.registry.evictions, tuple(rules), plan)
         return plan
 
     def _head(self, scope: str) -> str:
