@@ -174,18 +174,7 @@ class LocalQuota:
             batch.handed += cost
             if left == 0.0:  # used up: nothing to give back
                 del self._batches[key]
-        # _granted, inlined: this is the hot path
-        decision = batch.decision
-        reset_after = decision.reset_after - (now - batch.started)
-        return Decision(
-            True,
-            decision.limit,
-            int(left) + decision.remaining,
-            reset_after if reset_after > 0.0 else 0.0,
-            0.0,
-            0.0,
-            decision.policy,
-        )
+        return _granted(batch.decision, left, now - batch.started)
 
     def fetch(self, key: str, cost: float, clock: Clock) -> Flow:
         """The steps of a request that was not served locally: wait for another caller's fetch

@@ -262,13 +262,7 @@ class RateLimitMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                route = scope.get(HEADERS_SCOPE_KEY)
-                headers = message.get("headers")
-                if route is None and own and not (headers and _has_own(headers)):
-                    # the common case of _add_headers: nothing from a route, none of ours there
-                    message["headers"] = [*headers, *own] if headers else own
-                else:
-                    _add_headers(message, route, own)
+                _add_headers(message, scope.get(HEADERS_SCOPE_KEY), own)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -288,7 +282,7 @@ def _add_headers(
     else:
         return
     headers = message.get("headers") or ()
-    if headers:
+    if headers and _has_own(headers):  # rare: the app set some itself (its own stay)
         present = {key.lower() for key, _ in headers}
         extra = [item for item in extra if item[0] not in present]
     message["headers"] = [*headers, *extra]
