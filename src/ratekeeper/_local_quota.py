@@ -124,14 +124,16 @@ class Batch:
 
 
 class Fetch:
-    """One caller's fetch in progress for a key: the others wait on ``event``; a denial it ends
-    with is shared with them."""
+    """One caller's fetch in progress for a key: the others wait on ``event``; a denial or a
+    store failure it ends with is shared with them (a failure at once: each waiter fetching in
+    turn from a frozen store would wait a whole deadline after the other)."""
 
-    __slots__ = ("denial", "event")
+    __slots__ = ("denial", "error", "event")
 
     def __init__(self, event: Any) -> None:
         self.event = event  # threading.Event or asyncio.Event: set when the fetch ends
         self.denial: tuple[Decision, float, float] | None = None  # (decision, cost, now)
+        self.error: StoreUnavailable | None = None
 
 
 class LocalQuota:
@@ -190,6 +192,8 @@ class LocalQuota:
                     mine = self._fetching[key] = Fetch(self._new_event())
                     break
             finished = yield WAIT, current
+            if current.error is not None:
+                return None, current.error, 0.0
             denial = current.denial
             if denial is not None and cost >= denial[1]:
                 shared = _aged_denial(denial[0], clock() - denial[2])
@@ -247,6 +251,8 @@ class LocalQuota:
                 elapsed += perf_counter() - timer
             return decision, None, elapsed
         except StoreUnavailable as exc:
+            if mine is not None:
+                mine.error = exc
             return None, exc, elapsed
         finally:
             if refunds:

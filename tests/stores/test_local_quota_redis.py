@@ -217,3 +217,61 @@ def test_an_asyncio_store_outage_during_a_batch_fetch_follows_on_store_error(
         await store.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("fault", ["blackhole", "reset"])
+def test_many_threads_on_one_key_of_a_frozen_store_answer_within_the_bound(
+    proxy: FaultProxy, fault: str
+) -> None:
+    """One fetch per key at a time: the callers waiting for it take its failure, not a fetch of
+    their own one after the other (each would wait a whole deadline)."""
+    prefix = f"rktest:{uuid.uuid4().hex[:12]}"
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    store = RedisStore.from_url(url, prefix=prefix)
+    limiter = RateLimiter(LIMITS, store=store, local_quota=BATCH, on_store_error="allow")
+    proxy.set_mode(fault)
+    times: list[float] = []
+    decisions: list[Any] = []
+    gate = threading.Barrier(THREADS)
+
+    def one() -> None:
+        gate.wait()
+        started = time.monotonic()
+        decisions.append(limiter.hit("k"))
+        times.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=one) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(decisions) == THREADS and all(d.allowed and d.fallback for d in decisions)
+    assert max(times) < BOUND, times
+    proxy.set_mode("pass")
+    limiter.close()
+    store.close()
+
+
+def test_many_tasks_on_one_key_of_a_frozen_store_answer_within_the_bound(
+    proxy: FaultProxy,
+) -> None:
+    async def main() -> None:
+        prefix = f"rktest:{uuid.uuid4().hex[:12]}"
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        store = AsyncRedisStore.from_url(url, prefix=prefix)
+        limiter = AsyncRateLimiter(LIMITS, store=store, local_quota=BATCH, on_store_error="deny")
+        proxy.set_mode("blackhole")
+
+        async def one() -> float:
+            started = time.monotonic()
+            decision = await limiter.hit("k")
+            assert not decision.allowed and decision.fallback
+            return time.monotonic() - started
+
+        times = await asyncio.gather(*(one() for _ in range(TASKS)))
+        assert max(times) < BOUND, times
+        proxy.set_mode("pass")
+        await limiter.close()
+        await store.close()
+
+    asyncio.run(main())
