@@ -173,3 +173,19 @@ def test_asgi_a_lower_case_header_of_ours_set_by_the_app_is_kept_alone() -> None
     assert [value for name, value in headers if name == b"ratelimit"] == [b"the app's"]
     assert (b"x-ratelimit-remaining", b"4") in headers
     assert headers[:2] == [(b"content-type", b"text/plain"), (b"ratelimit", b"the app's")]
+
+
+def test_asgi_header_bytes_of_a_decision_with_odd_numbers_are_its_headers() -> None:
+    """A custom store may answer a float or NaN ``remaining``: the bytes are still exactly the
+    engine's headers (no crash formatting them)."""
+    from ratekeeper.integrations.starlette import header_items
+
+    engine = Engine("1/minute")
+    limit = Limit(10, per=60)
+    for remaining in (3.5, float("nan")):
+        decision = Decision(True, 10, remaining, 12.0, 0.0, 0.0, limit)  # type: ignore[arg-type]
+        expected = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in engine.response_headers(decision).items()
+        ]
+        assert header_items(engine, decision) == expected

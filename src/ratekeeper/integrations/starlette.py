@@ -123,6 +123,7 @@ def header_items(engine: Engine, decision: Decision | None) -> list[tuple[bytes,
         or decision.details
         or decision.fallback
         or not engine.standard_headers
+        or type(decision.remaining) is not int  # a custom store's odd value: as headers() has it
     ):
         return _encode(engine.response_headers(decision))
     policy = decision.policy
