@@ -182,8 +182,9 @@ def test_asgi_header_bytes_of_a_decision_with_odd_numbers_are_its_headers() -> N
 
     engine = Engine("1/minute")
     limit = Limit(10, per=60)
-    for remaining in (3.5, float("nan")):
-        decision = Decision(True, 10, remaining, 12.0, 0.0, 0.0, limit)  # type: ignore[arg-type]
+    odd = [(10, 3.5), (10, float("nan")), (float("nan"), 3), (12.5, 3)]
+    for limit_field, remaining in odd:
+        decision = Decision(True, limit_field, remaining, 12.0, 0.0, 0.0, limit)  # type: ignore[arg-type]
         expected = [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in engine.response_headers(decision).items()

@@ -138,7 +138,7 @@ def header_items(engine: Engine, decision: Decision | None) -> list[tuple[bytes,
     return [
         (b"ratelimit-policy", fixed[1]),
         (b"ratelimit", b"%s%s;t=%s" % (fixed[2], remaining, t)),
-        (b"x-ratelimit-limit", fixed[4] if limit == fixed[3] else b"%d" % limit),
+        (b"x-ratelimit-limit", fixed[4] if limit == fixed[3] else str(limit).encode("latin-1")),
         (b"x-ratelimit-remaining", remaining),
         (b"x-ratelimit-reset", t),
     ]
