@@ -28,7 +28,7 @@ from ratekeeper.clock import Clock, default_clock
 from ratekeeper.decision import Decision
 from ratekeeper.errors import ConfigError, RateLimitExceeded, RateLimitTimeout, StoreUnavailable
 from ratekeeper.events import Event, EventKind, Observer, Result
-from ratekeeper.limits import Limit, to_limits
+from ratekeeper.limits import MAX_AMOUNT, Limit, to_limits
 from ratekeeper.metrics import Counters, LimiterMetrics
 from ratekeeper.policies.priorities import check_priorities, share_of
 from ratekeeper.stores import AsyncStore, Rule, Store
@@ -178,9 +178,11 @@ class LimiterCore:
             )
         if size is None:
             return None
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_AMOUNT:
+            huge = isinstance(size, int) and size.bit_length() > 64  # its repr may be refused
             raise ConfigError(
-                f"local_quota must be None or a positive number of units per batch, got {size!r}"
+                "local_quota must be None or a positive number of units per batch, at most 2**53, "
+                f"got {'a number over 2**64' if huge else repr(size)}"
             )
         conflicts = [
             name

@@ -328,6 +328,8 @@ def test_batches_are_bounded() -> None:
         ({"local_quota": 0}, "local_quota must be None or a positive number"),
         ({"local_quota": -5}, "local_quota must be None or a positive number"),
         ({"local_quota": True}, "local_quota must be None or a positive number"),
+        ({"local_quota": 2**53 + 1}, "at most 2\\*\\*53, got 9007199254740993"),
+        ({"local_quota": 10**5000}, "at most 2\\*\\*53, got a number over 2\\*\\*64"),
         ({"local_quota": 2.5}, "local_quota must be None or a positive number"),
         ({"local_quota": 10, "local_quota_ttl": 0}, "local_quota_ttl must be a positive"),
         ({"local_quota": 10, "local_quota_ttl": -1.0}, "local_quota_ttl must be a positive"),
